@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use tracing::Level;
 
-use super::{BoxFuture, Ctx, Factory, Handler, Outcome};
+use super::{BoxFuture, Ctx, Factory, Handler, Outcome, RuleSpec};
+use crate::config::table::Table;
 use crate::event::Event;
-use crate::rules::Rule;
-use crate::rules::table::Table;
 
 pub struct LogFactory;
 
@@ -22,7 +21,7 @@ impl Factory for LogFactory {
         "log"
     }
 
-    fn build(&self, with: &mut Table<'_, '_>) -> Arc<dyn Handler> {
+    fn build(&self, rule: &RuleSpec, with: &mut Table<'_, '_>) -> Arc<dyn Handler> {
         let level = match with.choice(
             "level",
             &["trace", "debug", "info", "warn", "error"],
@@ -34,12 +33,17 @@ impl Factory for LogFactory {
             "error" => Level::ERROR,
             _ => Level::INFO,
         };
-        Arc::new(Log { level })
+        Arc::new(Log {
+            level,
+            rule: rule.name.clone(),
+        })
     }
 }
 
 struct Log {
     level: Level,
+    /// The rule's name, for the log line.
+    rule: Arc<str>,
 }
 
 /// The attributes worth a log line, by action.
@@ -69,12 +73,7 @@ fn relevant(event: &Event) -> String {
 }
 
 impl Handler for Log {
-    fn handle<'a>(
-        &'a self,
-        _ctx: &'a Ctx,
-        rule: &'a Rule,
-        event: &'a Arc<Event>,
-    ) -> BoxFuture<'a, Outcome> {
+    fn handle<'a>(&'a self, _ctx: &'a Ctx, event: &'a Arc<Event>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let name = event.name().unwrap_or("");
             let image = event.image().unwrap_or("");
@@ -82,7 +81,7 @@ impl Handler for Log {
             let attrs = relevant(event);
             let id = event.short_id();
             let key = &*event.key;
-            let rule = rule.name.as_ref();
+            let rule = self.rule.as_ref();
             macro_rules! emit {
                 ($lvl:ident) => {
                     tracing::$lvl!(

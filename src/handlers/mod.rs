@@ -4,7 +4,12 @@
 //! `[rule.with]` table at load time (through [`Table`], which reports unknown
 //! keys and bad values with line and column), and builds one [`Handler`] per
 //! rule. The dispatcher calls [`Handler::handle`] off the stream reader, with a
-//! [`Ctx`] that carries the Docker client, `--dry-run` and the metrics.
+//! [`Ctx`] that carries the Docker client, `--dry-run`, the metrics, the audit
+//! log and the container view.
+//!
+//! A handler is told of its rule only what it needs ([`RuleSpec`]): handlers
+//! must not know the rules module. The [`Registry`] owns the families'
+//! observers.
 
 pub mod exec_audit;
 pub mod heal;
@@ -20,11 +25,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditHandle;
+use crate::config::ExitCode;
+use crate::config::table::Table;
+use crate::containers::Containers;
 use crate::docker::DockerHandle;
 use crate::event::Event;
 use crate::metrics::Metrics;
-use crate::rules::Rule;
-use crate::rules::table::Table;
 
 /// A boxed future, so handlers can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -38,7 +44,64 @@ pub enum Outcome {
     /// It decided not to act (dry run, nothing to do, suppressed).
     Skipped,
     /// It failed; the reason is logged.
-    Error(String),
+    Error(HandlerError),
+}
+
+/// Why a handler run or a healing action failed, sorted by what a caller
+/// does about it: an engine that refused (a socket proxy's 403, a 404 or
+/// 409) is not retried as one that did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("Docker is not connected")]
+    NotConnected,
+    /// The engine answered with an error status.
+    #[error("{during}: Docker answered {status}: {message}")]
+    Refused {
+        during: String,
+        status: u16,
+        message: String,
+    },
+    /// The call got no answer (connection lost, timeout, bad body).
+    #[error("{during}: {source}")]
+    Unanswered {
+        during: String,
+        source: bollard::errors::Error,
+    },
+    #[error("recreate: {0}")]
+    Recreate(#[from] heal::recreate::RecreateError),
+    #[error("handler panicked")]
+    Panicked,
+}
+
+impl HandlerError {
+    /// An engine call `during` (what was being done) that failed.
+    pub fn engine(during: impl Into<String>, e: bollard::errors::Error) -> HandlerError {
+        match e {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message,
+            } => HandlerError::Refused {
+                during: during.into(),
+                status: status_code,
+                message,
+            },
+            source => HandlerError::Unanswered {
+                during: during.into(),
+                source,
+            },
+        }
+    }
+
+    /// A fixed string for metric labels and log fields.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandlerError::NotConnected => "not_connected",
+            HandlerError::Refused { .. } => "refused",
+            HandlerError::Unanswered { .. } => "unanswered",
+            HandlerError::Recreate(_) => "recreate",
+            HandlerError::Panicked => "panicked",
+        }
+    }
 }
 
 impl Outcome {
@@ -66,18 +129,27 @@ pub struct Ctx {
     pub tasks: TaskTracker,
     /// The audit log.
     pub audit: AuditHandle,
+    /// What dockwarden knows of each container, kept current by the
+    /// dispatcher; handlers read it instead of inspecting on their own.
+    pub containers: Arc<Containers>,
+}
+
+/// What a handler is told of the rule it serves: no more than it needs, so
+/// handlers never depend on the rules module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSpec {
+    /// The rule's name, for logs.
+    pub name: Arc<str>,
+    /// `match.exit_code`, for handlers that check it against the engine
+    /// ([`Factory::verifies_exit_code`]).
+    pub exit_code: Option<ExitCode>,
 }
 
 /// A handler bound to one rule's parameters.
 pub trait Handler: Send + Sync + 'static {
-    /// Handles one event that `rule` matched. Runs in order with the other
+    /// Handles one event its rule matched. Runs in order with the other
     /// events of the same container, concurrently with other containers.
-    fn handle<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        rule: &'a Rule,
-        event: &'a Arc<Event>,
-    ) -> BoxFuture<'a, Outcome>;
+    fn handle<'a>(&'a self, ctx: &'a Ctx, event: &'a Arc<Event>) -> BoxFuture<'a, Outcome>;
 }
 
 /// Sees every event it [`wants`](Observer::wants), whatever the rules say,
@@ -97,7 +169,7 @@ pub trait Factory: Send + Sync + 'static {
     /// problem with its position) and builds the handler. A handler is
     /// returned even when a parameter was bad; the loader then rejects the
     /// whole file, so it is never used.
-    fn build(&self, with: &mut Table<'_, '_>) -> Arc<dyn Handler>;
+    fn build(&self, rule: &RuleSpec, with: &mut Table<'_, '_>) -> Arc<dyn Handler>;
 
     /// The event keys this handler can act on, if it is limited to some: a
     /// rule whose `on` matches none of them is rejected at load time.
@@ -118,9 +190,10 @@ pub trait Factory: Send + Sync + 'static {
     }
 }
 
-/// Handler factories by name.
+/// Handler factories by name, and the observers of their families.
 pub struct Registry {
     factories: BTreeMap<&'static str, Box<dyn Factory>>,
+    observers: BTreeMap<&'static str, Arc<dyn Observer>>,
 }
 
 impl Registry {
@@ -128,6 +201,7 @@ impl Registry {
     pub fn empty() -> Self {
         Registry {
             factories: BTreeMap::new(),
+            observers: BTreeMap::new(),
         }
     }
 
@@ -147,7 +221,28 @@ impl Registry {
 
     /// Adds a factory; a later one with the same name replaces the earlier.
     pub fn register(&mut self, factory: Box<dyn Factory>) {
+        match factory.observer() {
+            Some(o) => self.observers.insert(factory.name(), o),
+            None => self.observers.remove(factory.name()),
+        };
         self.factories.insert(factory.name(), factory);
+    }
+
+    /// The observers of the handlers named in `used`, each once (a family's
+    /// handlers share one).
+    pub fn observers_for<'a>(
+        &self,
+        used: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Arc<dyn Observer>> {
+        let mut out: Vec<Arc<dyn Observer>> = Vec::new();
+        for name in used {
+            if let Some(o) = self.observers.get(name)
+                && !out.iter().any(|known| Arc::ptr_eq(known, o))
+            {
+                out.push(o.clone());
+            }
+        }
+        out
     }
 
     pub fn get(&self, name: &str) -> Option<&dyn Factory> {

@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use super::{BoxFuture, Ctx, Factory, Handler, Outcome};
+use super::{BoxFuture, Ctx, Factory, Handler, Outcome, RuleSpec};
 use crate::audit::{Record, rfc3339_nanos};
+use crate::config::table::Table;
 use crate::event::Event;
-use crate::rules::Rule;
-use crate::rules::table::Table;
 
 /// The engine (20.10) logs `disconnect` twice for one disconnection: the
 /// last action per (network, container) lets the second go unrecorded.
@@ -26,7 +25,7 @@ impl Factory for NetworkAuditFactory {
         "network_audit"
     }
 
-    fn build(&self, _with: &mut Table<'_, '_>) -> Arc<dyn Handler> {
+    fn build(&self, _rule: &RuleSpec, _with: &mut Table<'_, '_>) -> Arc<dyn Handler> {
         Arc::new(NetworkAudit {
             last: self.last.clone(),
         })
@@ -47,12 +46,7 @@ struct NetworkAudit {
 }
 
 impl Handler for NetworkAudit {
-    fn handle<'a>(
-        &'a self,
-        ctx: &'a Ctx,
-        _rule: &'a Rule,
-        event: &'a Arc<Event>,
-    ) -> BoxFuture<'a, Outcome> {
+    fn handle<'a>(&'a self, ctx: &'a Ctx, event: &'a Arc<Event>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let kind = match &*event.action {
                 "create" => "network_create",
@@ -62,7 +56,7 @@ impl Handler for NetworkAudit {
                 _ => return Outcome::Skipped,
             };
             {
-                let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+                let mut last = crate::lock::lock(&self.last);
                 if kind == "network_destroy" {
                     last.retain(|(net, _), _| *net != event.actor_id);
                 }
@@ -96,12 +90,12 @@ impl Handler for NetworkAudit {
                 r.insert("container_id".into(), container.into());
                 // The name from the engine; a removed container has none left.
                 let name = match ctx.docker.get() {
-                    Ok(docker) => docker
-                        .inspect_container(container, None)
+                    Ok(docker) => ctx
+                        .containers
+                        .lookup(&docker, container)
                         .await
                         .ok()
-                        .and_then(|i| i.name)
-                        .map(|n| n.trim_start_matches('/').to_owned()),
+                        .map(|c| c.name.clone()),
                     Err(_) => None,
                 };
                 enriched = name.is_some();

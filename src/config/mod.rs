@@ -1,0 +1,25 @@
+//! Configuration building blocks shared by the rules loader and the
+//! handlers that validate their own `[rule.with]` tables: a span-aware
+//! [`table::Table`], the [`diag`]nostics it collects, and value types such
+//! as [`ExitCode`]. Nothing here knows rules, handlers or events.
+
+pub mod diag;
+pub mod table;
+
+/// `match.exit_code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitCode {
+    Any,
+    Nonzero,
+    OneOf(Vec<i64>),
+}
+
+impl ExitCode {
+    pub fn matches(&self, code: i64) -> bool {
+        match self {
+            ExitCode::Any => true,
+            ExitCode::Nonzero => code != 0,
+            ExitCode::OneOf(codes) => codes.contains(&code),
+        }
+    }
+}

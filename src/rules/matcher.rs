@@ -1,0 +1,200 @@
+//! `[rule.match]`: the conditions on an event's container, compiled once
+//! and checked for every event the rule's `on` matches.
+
+use globset::{GlobMatcher, GlobSet};
+use toml::de::DeValue;
+
+use super::compile::{glob, glob_reason, globs};
+use crate::config::ExitCode;
+use crate::config::table::{At, Table};
+use crate::event::Event;
+
+/// `[rule.match]`: every condition given must hold.
+#[derive(Default)]
+pub struct Matcher {
+    name: Option<GlobSet>,
+    image: Option<GlobSet>,
+    labels: Vec<(String, GlobMatcher)>,
+    pub(super) exit_code: Option<ExitCode>,
+    /// The handler checks `exit_code` against the engine: don't filter on
+    /// the forgeable attribute here.
+    pub(super) exit_code_by_handler: bool,
+    status: Option<String>,
+}
+
+impl Matcher {
+    /// Conditions on attributes come from the event. `exit_code` applies to
+    /// `container.die` only and `status` to `container.health_status` only;
+    /// other events are not constrained by them.
+    pub fn matches(&self, event: &Event) -> bool {
+        if let Some(names) = &self.name {
+            match event.name() {
+                Some(n) if names.is_match(n) => {}
+                _ => return false,
+            }
+        }
+        if let Some(images) = &self.image {
+            match event.image() {
+                Some(i) if images.is_match(i) => {}
+                _ => return false,
+            }
+        }
+        for (key, value) in &self.labels {
+            match event.attr(key) {
+                Some(v) if value.is_match(v) => {}
+                _ => return false,
+            }
+        }
+        if let Some(cond) = &self.exit_code
+            && !self.exit_code_by_handler
+            && event.key == "container.die"
+            && !event.exit_code().is_some_and(|c| cond.matches(c))
+        {
+            return false;
+        }
+        if let Some(status) = &self.status
+            && event.key == "container.health_status"
+            && event.health_status() != Some(status.as_str())
+        {
+            return false;
+        }
+        true
+    }
+}
+
+pub(super) fn compile_matcher(mut m: Table<'_, '_>, on: Option<&GlobSet>) -> Option<Matcher> {
+    let mut ok = true;
+    let name = m.strings("name").map(|pats| {
+        // Docker reports names without the leading "/"; accept it written either way.
+        let pats: Vec<At<&str>> = pats
+            .into_iter()
+            .map(|(p, s)| (p.trim_start_matches('/'), s))
+            .collect();
+        globs(&m, &pats, "match.name")
+    });
+    let image = m
+        .strings("image")
+        .map(|pats| globs(&m, &pats, "match.image"));
+
+    let mut labels = Vec::new();
+    if let Some(value) = m.raw("labels") {
+        match value.get_ref() {
+            DeValue::Table(t) => {
+                for (key, v) in t.iter() {
+                    match v.get_ref() {
+                        DeValue::String(pat) => match glob(pat) {
+                            Ok(g) => labels.push((key.get_ref().to_string(), g.compile_matcher())),
+                            Err(e) => {
+                                ok = false;
+                                m.error(
+                                    v.span(),
+                                    format!(
+                                        "bad glob \"{pat}\" for label \"{}\": {}",
+                                        key.get_ref(),
+                                        glob_reason(&e)
+                                    ),
+                                );
+                            }
+                        },
+                        other => {
+                            ok = false;
+                            m.error(
+                                v.span(),
+                                format!(
+                                    "label \"{}\" in {} must be a string (\"*\" = present with any value), found {}",
+                                    key.get_ref(),
+                                    m.what(),
+                                    other.type_str()
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            other => {
+                ok = false;
+                m.error(
+                    value.span(),
+                    format!(
+                        "`labels` in {} must be a table of label = glob, found {}",
+                        m.what(),
+                        other.type_str()
+                    ),
+                );
+            }
+        }
+    }
+
+    let exit_code = match m.raw("exit_code") {
+        None => None,
+        Some(v) => {
+            if on.is_some_and(|on| !on.is_match("container.die")) {
+                m.error(
+                    v.span(),
+                    "`exit_code` applies to container.die only, which this rule's `on` never matches",
+                );
+            }
+            let parsed = parse_exit_code(v.get_ref());
+            if parsed.is_none() {
+                ok = false;
+                m.error(
+                    v.span(),
+                    "`exit_code` must be \"any\", \"nonzero\" or an array of exit codes (0-255) like [1, 137]",
+                );
+            }
+            parsed
+        }
+    };
+
+    let status = m.str("status").and_then(|(s, span)| {
+        if on.is_some_and(|on| !on.is_match("container.health_status")) {
+            m.error(
+                span.clone(),
+                "`status` applies to container.health_status only, which this rule's `on` never matches",
+            );
+        }
+        match s {
+            "healthy" | "unhealthy" | "starting" => Some(s.to_owned()),
+            _ => {
+                m.error(
+                    span,
+                    format!("`status` must be \"healthy\", \"unhealthy\" or \"starting\", found \"{s}\""),
+                );
+                None
+            }
+        }
+    });
+    m.finish();
+
+    let name = name.map(|g| g.ok_or(())).transpose();
+    let image = image.map(|g| g.ok_or(())).transpose();
+    match (name, image, ok) {
+        (Ok(name), Ok(image), true) => Some(Matcher {
+            name,
+            image,
+            labels,
+            exit_code,
+            exit_code_by_handler: false,
+            status,
+        }),
+        _ => None,
+    }
+}
+
+fn parse_exit_code(v: &DeValue<'_>) -> Option<ExitCode> {
+    match v {
+        DeValue::String(s) if s.as_ref() == "any" => Some(ExitCode::Any),
+        DeValue::String(s) if s.as_ref() == "nonzero" => Some(ExitCode::Nonzero),
+        DeValue::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|i| match i.get_ref() {
+                DeValue::Integer(n) => i64::from_str_radix(n.as_str(), n.radix())
+                    .ok()
+                    .filter(|c| (0..=255).contains(c)),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(ExitCode::OneOf),
+        _ => None,
+    }
+}

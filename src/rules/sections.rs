@@ -1,0 +1,149 @@
+//! The sections of the rules file that are not rules: `[server]`,
+//! `[source]`, `[state]`, `[dispatch]` and `[audit]`, each read through a
+//! [`Table`] with its defaults and ranges. They take effect at start; a
+//! reload reads them only to validate the file.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use crate::audit::{AuditConfig, Fsync};
+use crate::config::diag::Collector;
+use crate::config::table::Table;
+
+/// Listen address when neither the file nor `--listen` gives one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+/// `[server]`: the HTTP endpoint and process lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address for `/metrics`, `/healthz`, `/readyz`.
+    pub listen: Option<SocketAddr>,
+    /// How long running handlers get to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+    /// A file holding the bearer token `POST /-/reload` requires; without
+    /// it the endpoint refuses every request.
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// Directory of `checkpoint.json`.
+    pub dir: std::path::PathBuf,
+}
+
+/// `[source]`: the event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceConfig {
+    /// Silence after which the engine is pinged; no answer → reconnect.
+    pub idle_ping_secs: u64,
+}
+
+/// `[dispatch]`: the queue between the stream reader and the handlers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchConfig {
+    /// Events the reader may queue before it starts dropping (and counting)
+    /// them rather than stall the stream.
+    pub queue_capacity: usize,
+    /// Handler runs in flight at once, across all containers.
+    pub max_concurrency: usize,
+}
+
+/// Every section but the rules.
+pub struct Sections {
+    pub server: ServerConfig,
+    pub source: SourceConfig,
+    pub state: StateConfig,
+    pub dispatch: DispatchConfig,
+    pub audit: AuditConfig,
+}
+
+/// Reads the sections from the file's top table; problems go to `diags`.
+pub fn read(top: &mut Table<'_, '_>, span: &Range<usize>, diags: &RefCell<Collector>) -> Sections {
+    let mut server = top
+        .table("server", "[server]")
+        .unwrap_or_else(|| Table::absent("[server]", span.clone(), diags));
+    let listen = server.str("listen").and_then(|(v, s)| match v.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            server.error(
+                s,
+                format!("`listen` in [server] must be an address like \"{DEFAULT_LISTEN}\", found \"{v}\""),
+            );
+            None
+        }
+    });
+    let server_config = ServerConfig {
+        listen,
+        shutdown_grace_secs: server.u64_in("shutdown_grace_secs", 10, 0..3601),
+        token_file: server.str("token_file").map(|(p, _)| p.into()),
+    };
+    server.finish();
+
+    let mut source_table = top
+        .table("source", "[source]")
+        .unwrap_or_else(|| Table::absent("[source]", span.clone(), diags));
+    let source_config = SourceConfig {
+        idle_ping_secs: source_table.u64_in("idle_ping_secs", 30, 1..86_401),
+    };
+    source_table.finish();
+
+    let mut state_table = top
+        .table("state", "[state]")
+        .unwrap_or_else(|| Table::absent("[state]", span.clone(), diags));
+    let state_config = StateConfig {
+        dir: state_table
+            .str("dir")
+            .map_or_else(|| "/var/lib/dockwarden".into(), |(d, _)| d.into()),
+    };
+    state_table.finish();
+
+    let mut dispatch = top
+        .table("dispatch", "[dispatch]")
+        .unwrap_or_else(|| Table::absent("[dispatch]", span.clone(), diags));
+    let dispatch_config = DispatchConfig {
+        queue_capacity: dispatch.u64_in("queue_capacity", 8192, 16..10_000_001) as usize,
+        max_concurrency: dispatch.u64_in("max_concurrency", 64, 1..10_001) as usize,
+    };
+    dispatch.finish();
+
+    let mut audit = top
+        .table("audit", "[audit]")
+        .unwrap_or_else(|| Table::absent("[audit]", span.clone(), diags));
+    let defaults = AuditConfig::default();
+    let audit_config = AuditConfig {
+        path: match audit.str("path") {
+            Some(("", s)) => {
+                audit.error(
+                    s,
+                    "`path` in [audit] must not be empty (\"-\" means stdout)",
+                );
+                defaults.path
+            }
+            Some((p, _)) => p.into(),
+            None => defaults.path,
+        },
+        max_bytes: audit.u64_in("max_bytes", defaults.max_bytes, 1024..(1u64 << 50)),
+        keep: audit.u64_in("keep", u64::from(defaults.keep), 0..10_001) as u32,
+        fsync: match audit.choice("fsync", &["always", "interval", "never"], "interval") {
+            "always" => Fsync::Always,
+            "never" => Fsync::Never,
+            _ => Fsync::Interval,
+        },
+        buffer_records: audit.u64_in(
+            "buffer_records",
+            defaults.buffer_records as u64,
+            1..100_000_001,
+        ) as usize,
+        host: audit.str("host").map(|(h, _)| h.to_owned()),
+    };
+    audit.finish();
+    Sections {
+        server: server_config,
+        source: source_config,
+        state: state_config,
+        dispatch: dispatch_config,
+        audit: audit_config,
+    }
+}
