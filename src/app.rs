@@ -5,6 +5,9 @@
 //! the dispatcher stops starting work → running handler runs get
 //! `shutdown_grace_secs` to finish → the HTTP endpoint closes last, so
 //! `/metrics` stays scrapable until the end.
+//!
+//! It owns the wiring and the order of shutdown; it must not hold logic of
+//! its own: each piece it starts is built and tested alone.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -159,6 +162,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         audit: audit
             .as_ref()
             .map_or_else(|| AuditHandle::disabled(metrics.clone()), AuditSink::handle),
+        containers: Arc::default(),
     });
     let (queue_tx, queue_rx) = crate::dispatch::queue(config.dispatch.queue_capacity);
     // Resume from the checkpoint; without one, reconcile at startup.
@@ -181,6 +185,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         docker.clone(),
         queue_tx.clone(),
         metrics.clone(),
+        ctx.containers.clone(),
         shutdown.clone(),
     ));
     let checkpoints = tokio::spawn(crate::progress::checkpoint_task(

@@ -1,5 +1,9 @@
 //! Event → matching rules → handler runs, off the stream reader.
 //!
+//! It owns the lanes, the concurrency bounds and the container view's
+//! place in each lane (before observers and handlers). It must not call the
+//! engine or read an event beyond its key and actor: handlers do.
+//!
 //! The dispatcher takes events from the reader's bounded queue, matches them
 //! against the current [`Ruleset`] (swappable between two events) and hands
 //! each event with its matching rules to a *lane*: one lane per actor (a
@@ -16,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -24,8 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::containers::Containers;
 use crate::event::Event;
-use crate::handlers::{Ctx, Outcome};
+use crate::handlers::{Ctx, HandlerError, Outcome};
+use crate::lock::lock;
 use crate::progress::Progress;
 use crate::rules::{Rule, Ruleset};
 
@@ -179,7 +185,8 @@ impl Dispatcher {
                 let seq = (!event.synthetic).then(|| self.progress.begin(&event));
                 let matched: Vec<Arc<Rule>> = rules.matching(&event).cloned().collect();
                 let observers = rules.observed(&event).then(|| rules.clone());
-                if matched.is_empty() && observers.is_none() {
+                let view = Containers::wants(&event);
+                if matched.is_empty() && observers.is_none() && !view {
                     metrics.event_handled(lag(&event));
                     if let Some(seq) = seq {
                         self.progress.done(seq);
@@ -220,7 +227,7 @@ impl Lanes {
     fn submit(self: &Arc<Self>, work: Work) {
         let key = work.event.ordering_key().to_owned();
         {
-            let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let mut queues = lock(&self.queues);
             if let Some(queue) = queues.get_mut(&key) {
                 queue.push_back(work);
                 return;
@@ -240,14 +247,14 @@ impl Lanes {
                 break;
             }
             self.run(work).await;
-            let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let mut queues = lock(&self.queues);
             next = queues.get_mut(&key).and_then(VecDeque::pop_front);
             if next.is_none() {
                 queues.remove(&key);
             }
         }
         // Shutting down: what is still queued in this lane is not started.
-        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queues = lock(&self.queues);
         if let Some(left) = queues.remove(&key)
             && !left.is_empty()
         {
@@ -265,6 +272,8 @@ impl Lanes {
             },
         };
         let ctx = &self.ctx;
+        // The container view first: observers and handlers read it.
+        ctx.containers.observe(&work.event, &ctx.docker, &ctx.tasks);
         if let Some(ruleset) = &work.observers {
             for observer in ruleset.observers.iter().filter(|o| o.wants(&work.event)) {
                 if AssertUnwindSafe(observer.observe(ctx, &work.event))
@@ -280,10 +289,10 @@ impl Lanes {
             let started = Instant::now();
             // A panicking handler must not take its lane (and with it every
             // later event of that container) down.
-            let outcome = AssertUnwindSafe(rule.handler.handle(ctx, rule, &work.event))
+            let outcome = AssertUnwindSafe(rule.handler.handle(ctx, &work.event))
                 .catch_unwind()
                 .await
-                .unwrap_or_else(|_| Outcome::Error("handler panicked".to_owned()));
+                .unwrap_or_else(|_| Outcome::Error(HandlerError::Panicked));
             ctx.metrics
                 .handler_ran(rule.handler_name, outcome.label(), started.elapsed());
             if let Outcome::Error(error) = &outcome {
@@ -292,6 +301,7 @@ impl Lanes {
                     handler = rule.handler_name,
                     event = %work.event,
                     error = %error,
+                    kind = error.kind(),
                     "Handler failed."
                 );
             }
@@ -305,20 +315,15 @@ impl Lanes {
 
 /// Now minus the engine's event time; zero if the clocks disagree.
 fn lag(event: &Event) -> Duration {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    Duration::from_nanos(now.saturating_sub(event.time_nano).max(0) as u64)
+    crate::clock::since_nanos(event.time_nano)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::docker::DockerHandle;
-    use crate::handlers::{BoxFuture, Factory, Handler, Registry};
+    use crate::handlers::{BoxFuture, Handler};
     use crate::metrics::Metrics;
-    use crate::rules::Config;
-    use crate::rules::table::Table;
 
     /// (container, seq, "start" | "end") in the order they happened.
     type ProbeLog = Arc<Mutex<Vec<(String, String, &'static str)>>>;
@@ -329,26 +334,8 @@ mod tests {
         log: ProbeLog,
     }
 
-    struct ProbeFactory(ProbeLog);
-
-    impl Factory for ProbeFactory {
-        fn name(&self) -> &'static str {
-            "probe"
-        }
-        fn build(&self, _with: &mut Table<'_, '_>) -> Arc<dyn Handler> {
-            Arc::new(Probe {
-                log: self.0.clone(),
-            })
-        }
-    }
-
     impl Handler for Probe {
-        fn handle<'a>(
-            &'a self,
-            _: &'a Ctx,
-            _: &'a Rule,
-            ev: &'a Arc<Event>,
-        ) -> BoxFuture<'a, Outcome> {
+        fn handle<'a>(&'a self, _: &'a Ctx, ev: &'a Arc<Event>) -> BoxFuture<'a, Outcome> {
             Box::pin(async move {
                 let seq = ev.detail.clone().unwrap_or_default();
                 self.log
@@ -378,15 +365,13 @@ mod tests {
     #[tokio::test]
     async fn per_container_order_and_cross_container_concurrency() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let mut registry = Registry::empty();
-        registry.register(Box::new(ProbeFactory(log.clone())));
-        let config = Config::load_str(
-            "t.toml",
-            "[[rule]]\nname = \"p\"\non = [\"container.*\"]\nhandler = \"probe\"\n",
-            &registry,
-        )
-        .expect("valid rules");
-        let (_rules_tx, rules_rx) = watch::channel(config.rules.clone());
+        let probe = Arc::new(Probe { log: log.clone() });
+        let rule = Rule::new("p", &["container.*"], "probe", probe).expect("valid globs");
+        let rules = Arc::new(Ruleset {
+            rules: vec![Arc::new(rule)],
+            observers: Vec::new(),
+        });
+        let (_rules_tx, rules_rx) = watch::channel(rules);
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
         let ctx = Arc::new(Ctx {
@@ -396,6 +381,7 @@ mod tests {
             shutdown: shutdown.clone(),
             tasks: TaskTracker::new(),
             audit: crate::audit::AuditHandle::disabled(metrics.clone()),
+            containers: Arc::default(),
         });
         let tracker = TaskTracker::new();
         let (tx, rx) = queue(64);

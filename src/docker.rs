@@ -5,7 +5,9 @@
 //! bollard client handlers use. [`DockerHandle`] holds that client once the
 //! source has connected and negotiated the API version. [`reason`] turns a
 //! connection failure into the one word an operator needs: missing, permission
-//! denied, refused.
+//! denied, refused. [`retry`] is the one retry of a call that got no answer.
+//!
+//! It must not decide what to call or when: handlers and the source do.
 
 use std::fmt;
 use std::io;
@@ -195,6 +197,27 @@ impl DockerHandle {
             *slot = Some(docker);
         }
     }
+}
+
+/// Retries an engine call that failed on the way (a dropped connection), not
+/// one the engine answered (404): enrichment should survive a blip.
+pub async fn retry<T, F, Fut>(mut call: F) -> Result<T, bollard::errors::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, bollard::errors::Error>>,
+{
+    let mut last = None;
+    for delay_ms in [0u64, 50, 250] {
+        if delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        }
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e @ bollard::errors::Error::DockerResponseServerError { .. }) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(bollard::errors::Error::RequestTimeoutError))
 }
 
 #[cfg(test)]

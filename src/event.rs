@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -42,9 +42,14 @@ pub struct Event {
     pub labels: Labels,
     /// When dockwarden read it: the start of its own reaction time.
     pub received: Instant,
-    /// Made up by a resync from the engine's current state, not read from
-    /// the stream: not counted as an event, not checkpointed.
+    /// Not read from the stream: made up by a resync from the engine's
+    /// current state, or one of dockwarden's own (`dockwarden.*`). Never
+    /// checkpointed.
     pub synthetic: bool,
+    /// The fields of dockwarden's own events (`severity` of a
+    /// `dockwarden.exec`, `attempt` of a `dockwarden.restart`); None for the
+    /// engine's.
+    pub fields: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// The `type` and `action` metric labels of an event, from fixed sets.
@@ -211,7 +216,6 @@ impl Event {
             (_, Some(s)) if s > 0 => s.saturating_mul(1_000_000_000),
             _ => return Err(DecodeError::Missing { field: "timeNano" }),
         };
-        let (action, detail) = split_action(&raw_action);
         let (actor_id, attributes) = match wire.actor {
             Some(actor) => (
                 actor.id.map(Cow::into_owned).unwrap_or_default(),
@@ -219,7 +223,28 @@ impl Event {
             ),
             None => (String::new(), Attributes::default()),
         };
-        let (labels, typ, action, key) = match known(&typ, action) {
+        let scope = wire.scope.map(|s| match s.as_ref() {
+            "local" => Cow::Borrowed("local"),
+            "swarm" => Cow::Borrowed("swarm"),
+            _ => Cow::Owned(s.into_owned()),
+        });
+        let mut event = Event::new(&typ, &raw_action, actor_id, attributes, time_nano);
+        event.scope = scope;
+        Ok(event)
+    }
+
+    /// An event from its parts (`raw_action` as the engine writes it, e.g.
+    /// `health_status: unhealthy`), normalised as [`decode`](Event::decode)
+    /// does; for events dockwarden makes up itself, such as a resync's.
+    pub fn new(
+        typ: &str,
+        raw_action: &str,
+        actor_id: String,
+        attributes: Attributes,
+        time_nano: i64,
+    ) -> Event {
+        let (action, detail) = split_action(raw_action);
+        let (labels, typ, action, key) = match known(typ, action) {
             Some(k) => (
                 k.labels,
                 Cow::Borrowed(k.typ),
@@ -227,30 +252,26 @@ impl Event {
                 Cow::Borrowed(k.key),
             ),
             None => (
-                labels_for(&typ, action),
+                labels_for(typ, action),
                 Cow::Owned(typ.to_string()),
                 Cow::Owned(action.to_owned()),
                 Cow::Owned(format!("{typ}.{action}")),
             ),
         };
-        let scope = wire.scope.map(|s| match s.as_ref() {
-            "local" => Cow::Borrowed("local"),
-            "swarm" => Cow::Borrowed("swarm"),
-            _ => Cow::Owned(s.into_owned()),
-        });
-        Ok(Event {
+        Event {
             typ,
             action,
             detail: detail.map(str::to_owned),
             key,
             actor_id,
             attributes,
-            scope,
+            scope: None,
             time_nano,
             labels,
             received: Instant::now(),
             synthetic: false,
-        })
+            fields: None,
+        }
     }
 
     /// An attribute of the actor.
@@ -377,6 +398,24 @@ const KNOWN: &[(&str, &[&str])] = &[
     ("secret", &["create", "remove", "update"]),
     ("config", &["create", "remove", "update"]),
     ("builder", &["prune"]),
+    // dockwarden's own decisions, dispatched through the rules after the
+    // engine event that caused them (see `internal_events`).
+    (
+        "dockwarden",
+        &[
+            "breaker_closed",
+            "breaker_open",
+            "exec",
+            "raise_memory",
+            "recreate",
+            "restart",
+            "resync",
+            "started",
+            "stream_lost",
+            "stream_restored",
+            "suppressed",
+        ],
+    ),
 ];
 
 /// A known `(type, action)` with its static strings.

@@ -1,4 +1,6 @@
-//! `/metrics`, `/healthz` and `/readyz` on the listen address.
+//! `/metrics`, `/healthz`, `/readyz` and `POST /-/reload` on the listen
+//! address. It serves what others compute; it must not count, decide or
+//! reload anything itself.
 
 use std::sync::Arc;
 

@@ -4,17 +4,29 @@
 //!
 //! The pipeline, in the order an event travels:
 //! [`source`] (the one `/events` reader) → [`event`] (decode, normalise) →
-//! [`dispatch`] (match [`rules`], order per container) → [`handlers`] (act) —
-//! with [`metrics`] counting every step and [`http`] serving them.
-//! [`app`] wires it together; `main.rs` is the CLI.
+//! [`dispatch`] (match [`rules`], order per container, keep [`containers`]
+//! current) → [`handlers`] (act) — with [`internal_events`] logging and
+//! counting dockwarden's own decisions in [`metrics`], and [`http`] serving
+//! them. [`app`] wires it together; `main.rs` is the CLI.
+//!
+//! Layers, bottom to top (a module uses only those below it; checked by
+//! `tests/layering.rs`): `clock`, `lock`, `event`, `config` → `metrics`,
+//! `docker` → `audit`, `containers`, `internal_events`, `progress` →
+//! `handlers` → `rules` → `dispatch` → `resync`, `source`, `reload` → `http`
+//! → `app`.
 
 pub mod app;
 pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod containers;
 pub mod dispatch;
 pub mod docker;
 pub mod event;
 pub mod handlers;
 pub mod http;
+pub mod internal_events;
+pub mod lock;
 pub mod metrics;
 pub mod progress;
 pub mod reload;

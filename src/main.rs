@@ -1,4 +1,5 @@
-//! The `dockwarden` command line: `run` and `check`.
+//! The `dockwarden` command line: `run`, `check` and `audit verify`. Parsing
+//! arguments and calling into the library only; no logic of its own.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

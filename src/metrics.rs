@@ -4,6 +4,11 @@
 //! [`crate::event`]'s table, rule and handler names from the loaded rules,
 //! outcomes from [`crate::handlers::Outcome`]. Never a raw action string or a
 //! container ID.
+//!
+//! It owns names, help texts, buckets and registration; it must not decide
+//! when something is counted (the callers, mostly `internal_events`, do).
+//! This file is long because every metric is declared, registered and
+//! described here once, so the names a dashboard depends on live in one place.
 
 use std::time::Duration;
 

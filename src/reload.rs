@@ -6,6 +6,8 @@
 //! its line and column, and `dockwarden_rules_reloads_total{result="error"}`
 //! counts it. Sections other than the rules (`[server]`, `[source]`,
 //! `[dispatch]`, `[audit]`) take effect at the next start.
+//!
+//! It must not touch handler state: the registry it reuses keeps it.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -20,16 +20,15 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
 use bollard::query_parameters::ListContainersOptions;
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::containers::{Containers, plain_name};
 use crate::dispatch::Enqueue;
 use crate::docker::DockerHandle;
-use crate::event::Event;
+use crate::event::{Attributes, Event};
 use crate::metrics::Metrics;
 
 /// Runs resyncs as they are asked for, one at a time; requests that arrive
@@ -39,6 +38,7 @@ pub async fn resync_task(
     docker: DockerHandle,
     queue: Enqueue,
     metrics: Arc<Metrics>,
+    containers: Arc<Containers>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -61,7 +61,7 @@ pub async fn resync_task(
                 },
             }
         };
-        match reconcile(&client, &queue, &metrics).await {
+        match reconcile(&client, &queue, &metrics, &containers).await {
             Ok((containers, synthetic)) => {
                 info!(
                     reason,
@@ -75,10 +75,14 @@ pub async fn resync_task(
     }
 }
 
+/// Lists and inspects every container, refreshing the container view with
+/// what the engine says now; returns the number of containers and of
+/// synthetic events queued.
 async fn reconcile(
     docker: &bollard::Docker,
     queue: &Enqueue,
     metrics: &Metrics,
+    containers: &Containers,
 ) -> Result<(usize, usize), bollard::errors::Error> {
     let list = docker
         .list_containers(Some(ListContainersOptions {
@@ -86,66 +90,51 @@ async fn reconcile(
             ..Default::default()
         }))
         .await?;
-    let mut live = HashSet::new();
+    let mut live_names = HashSet::new();
+    let mut live_ids = HashSet::new();
     let mut batch = Vec::new();
     for c in &list {
         let Some(id) = c.id.as_deref() else { continue };
-        let name = c
-            .names
-            .iter()
-            .flatten()
-            .next()
-            .map(|n| n.trim_start_matches('/').to_owned())
-            .unwrap_or_default();
-        live.insert(name.clone());
-        let Ok(info) = docker.inspect_container(id, None).await else {
+        live_ids.insert(id.to_owned());
+        if let Some(name) = c.names.iter().flatten().next() {
+            live_names.insert(plain_name(name).to_owned());
+        }
+        let Ok(known) = containers.inspect(docker, id).await else {
             continue;
         };
-        let state = info.state.clone().unwrap_or_default();
-        let exit = state.exit_code.unwrap_or(0);
-        let oom = state.oom_killed.unwrap_or(false);
-        let action = match state.status {
-            Some(ContainerStateStatusEnum::EXITED)
-                if exit != 0 && (oom || (exit != 137 && exit != 143)) =>
-            {
-                "die".to_owned()
-            }
-            Some(ContainerStateStatusEnum::RUNNING)
-                if state.health.and_then(|h| h.status) == Some(HealthStatusEnum::UNHEALTHY) =>
-            {
-                "health_status: unhealthy".to_owned()
-            }
-            _ => continue,
+        let state = &known.state;
+        let exit = state.exit_code;
+        let action = if state.status == "exited"
+            && exit != 0
+            && (state.oom_killed || (exit != 137 && exit != 143))
+        {
+            "die"
+        } else if state.running && state.health == "unhealthy" {
+            "health_status: unhealthy"
+        } else {
+            continue;
         };
-        let config = info.config.unwrap_or_default();
-        let mut attrs = Map::new();
-        for (k, v) in config.labels.unwrap_or_default() {
-            attrs.insert(k, Value::from(v));
+        let mut attributes = Attributes::default();
+        for (k, v) in &known.labels {
+            attributes.push(k, v);
         }
-        attrs.insert("name".into(), Value::from(name));
-        attrs.insert(
-            "image".into(),
-            Value::from(config.image.unwrap_or_default()),
-        );
+        attributes.push("name", &known.name);
+        attributes.push("image", &known.image);
         if action == "die" {
-            attrs.insert("exitCode".into(), Value::from(exit.to_string()));
+            attributes.push("exitCode", &exit.to_string());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
-        let json = serde_json::json!({
-            "Type": "container",
-            "Action": action,
-            "Actor": {"ID": id, "Attributes": attrs},
-            "scope": "local",
-            "timeNano": now,
-        });
-        if let Ok(mut event) = Event::decode(json.to_string().as_bytes()) {
-            event.synthetic = true;
-            batch.push(Arc::new(event));
-        }
+        let mut event = Event::new(
+            "container",
+            action,
+            id.to_owned(),
+            attributes,
+            crate::clock::unix_nanos(),
+        );
+        event.synthetic = true;
+        batch.push(Arc::new(event));
     }
-    metrics.forget_containers_except(&live);
+    containers.retain(&live_ids);
+    metrics.forget_containers_except(&live_names);
     let synthetic = batch.len();
     if !batch.is_empty() && queue.try_send(batch).is_err() {
         warn!(synthetic, "Dispatch queue full: resync events dropped.");

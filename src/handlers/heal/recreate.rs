@@ -78,7 +78,7 @@ pub fn blueprint(info: &ContainerInspectResponse) -> Result<Blueprint, RecreateE
     let name = info
         .name
         .as_deref()
-        .map(|n| n.trim_start_matches('/').to_owned())
+        .map(|n| crate::containers::plain_name(n).to_owned())
         .ok_or(RecreateError::Incomplete("Name"))?;
     let config = info
         .config
@@ -377,7 +377,7 @@ async fn restore(
         .await
         .ok()
         .and_then(|i| i.name)
-        .map(|n| n.trim_start_matches('/').to_owned());
+        .map(|n| crate::containers::plain_name(&n).to_owned());
     if current.as_deref() != Some(name)
         && let Err(e) = docker
             .rename_container(

@@ -1,0 +1,217 @@
+//! The records of `exec_audit`: the fields of an exec's `exec_start` and
+//! `exec_end` records from the engine's view of the exec and its container
+//! (or the event, when nothing could be verified), and the severity ladder.
+//! Pure: no engine calls, no state.
+
+use bollard::models::ExecInspectResponse;
+use serde_json::Value;
+
+use super::Open;
+use crate::audit::{AuditHandle, Record, rfc3339_nanos};
+use crate::containers::Container;
+use crate::event::Event;
+use crate::metrics::Metrics;
+
+/// The argv of an exec, as the engine ran it.
+pub(super) fn argv(exec: &ExecInspectResponse) -> Vec<String> {
+    let pc = exec.process_config.clone().unwrap_or_default();
+    let mut argv: Vec<String> = pc.entrypoint.into_iter().collect();
+    argv.extend(pc.arguments.unwrap_or_default());
+    argv
+}
+
+/// The event's action text is the argv joined by spaces.
+pub(super) fn same_command(argv: &[String], detail: Option<&str>) -> bool {
+    detail.is_some_and(|d| argv.join(" ").trim() == d.trim())
+}
+
+pub(super) fn is_shell(cmd: &str) -> bool {
+    let base = cmd.rsplit('/').next().unwrap_or(cmd);
+    matches!(
+        base,
+        "sh" | "bash" | "ash" | "dash" | "zsh" | "ksh" | "mksh" | "fish" | "csh" | "tcsh"
+    )
+}
+
+pub(super) fn is_root(user: &str) -> bool {
+    let name = user.split(':').next().unwrap_or(user);
+    name == "root" || name == "0"
+}
+
+/// `critical` privileged; `high` interactive shell; `medium` root; `low`.
+pub(super) fn severity(
+    privileged: Option<bool>,
+    tty: Option<bool>,
+    argv: &[String],
+    user: &str,
+) -> &'static str {
+    let shell = argv.first().is_some_and(|c| is_shell(c));
+    match (privileged, tty) {
+        (Some(true), _) => "critical",
+        (_, Some(true)) if shell => "high",
+        // Unverified: assume the worst the command allows short of critical.
+        (None, _) if shell => "high",
+        (None, _) => "medium",
+        _ if is_root(user) => "medium",
+        _ => "low",
+    }
+}
+
+/// The fields of an exec's records, from the engine's view of the exec (if
+/// verified) and of its container, else from the event; with whether it is
+/// a health probe and its severity.
+pub(super) fn exec_fields(
+    exec: Option<&ExecInspectResponse>,
+    container: Option<&Container>,
+    event: &Event,
+    claimed: Option<&str>,
+) -> (Record, bool, &'static str) {
+    let (argv, user, privileged, tty) = match exec {
+        Some(e) => {
+            let pc = e.process_config.clone().unwrap_or_default();
+            (argv(e), pc.user.unwrap_or_default(), pc.privileged, pc.tty)
+        }
+        None => (
+            event
+                .detail
+                .as_deref()
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            String::new(),
+            None,
+            None,
+        ),
+    };
+    let container_user = container.map(|c| c.user.clone()).unwrap_or_default();
+    let effective_user = [user.as_str(), container_user.as_str()]
+        .into_iter()
+        .find(|u| !u.is_empty())
+        .unwrap_or("root")
+        .to_owned();
+    let healthcheck = exec.is_some()
+        && container.and_then(|c| c.probe.as_ref()) == Some(&argv)
+        && (user.is_empty() || user == container_user)
+        && privileged != Some(true)
+        && tty != Some(true);
+    let severity = severity(privileged, tty, &argv, &effective_user);
+    let verified = exec.is_some();
+    let exec_id = exec.and_then(|e| e.id.clone());
+    let mut r = Record::new();
+    r.insert("ts".into(), rfc3339_nanos(event.time_nano).into());
+    r.insert("exec_id".into(), exec_id.map_or(Value::Null, Value::from));
+    r.insert("exec_id_verified".into(), verified.into());
+    if !verified && let Some(c) = claimed {
+        r.insert("claimed_exec_id".into(), c.into());
+    }
+    r.insert("container_id".into(), event.actor_id.clone().into());
+    r.insert(
+        "container_name".into(),
+        container
+            .map(|c| c.name.clone())
+            .or_else(|| event.name().map(str::to_owned))
+            .map_or(Value::Null, Value::from),
+    );
+    r.insert(
+        "image".into(),
+        container
+            .map(|c| c.image.clone())
+            .or_else(|| event.image().map(str::to_owned))
+            .map_or(Value::Null, Value::from),
+    );
+    r.insert("user".into(), effective_user.into());
+    r.insert(
+        "privileged".into(),
+        privileged.map_or(Value::Null, Value::from),
+    );
+    r.insert("tty".into(), tty.map_or(Value::Null, Value::from));
+    r.insert("command".into(), argv.into());
+    r.insert("healthcheck".into(), healthcheck.into());
+    r.insert("severity".into(), severity.into());
+    r.insert("enriched".into(), (verified && container.is_some()).into());
+    (r, healthcheck, severity)
+}
+
+/// Writes the `exec_end` record of an exec (unless its records are not
+/// written, as for health probes).
+pub(super) fn end_record(
+    audit: &AuditHandle,
+    metrics: &Metrics,
+    open: Open,
+    end_nano: i64,
+    exit_code: Option<i64>,
+) {
+    if !open.written {
+        return;
+    }
+    let mut r = open.fields;
+    r.insert("kind".into(), "exec_end".into());
+    r.insert("ts".into(), rfc3339_nanos(end_nano).into());
+    r.insert(
+        "exit_code".into(),
+        exit_code.map_or(Value::Null, Value::from),
+    );
+    r.insert(
+        "duration_ms".into(),
+        if open.start_nano > 0 {
+            Value::from((end_nano - open.start_nano).max(0) / 1_000_000)
+        } else {
+            Value::Null
+        },
+    );
+    metrics.audit_record(open.severity);
+    audit.submit(r);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn severity_ladder() {
+        assert_eq!(
+            severity(Some(true), Some(false), &s(&["true"]), "1000"),
+            "critical"
+        );
+        assert_eq!(
+            severity(Some(false), Some(true), &s(&["/bin/bash"]), "1000"),
+            "high"
+        );
+        assert_eq!(
+            severity(Some(false), Some(true), &s(&["top"]), "1000"),
+            "low"
+        );
+        assert_eq!(
+            severity(Some(false), Some(false), &s(&["sh", "-c", "x"]), "root"),
+            "medium"
+        );
+        assert_eq!(
+            severity(Some(false), Some(false), &s(&["true"]), "0:0"),
+            "medium"
+        );
+        assert_eq!(
+            severity(Some(false), Some(false), &s(&["true"]), "1000"),
+            "low"
+        );
+        assert_eq!(severity(None, None, &s(&["sh"]), "1000"), "high");
+        assert_eq!(severity(None, None, &s(&["true"]), "1000"), "medium");
+    }
+
+    #[test]
+    fn command_matching_is_on_the_joined_argv() {
+        assert!(same_command(
+            &s(&["sh", "-c", "echo hi"]),
+            Some("sh -c echo hi")
+        ));
+        assert!(!same_command(
+            &s(&["sh", "-c", "echo hi"]),
+            Some("sh -c echo")
+        ));
+        assert!(!same_command(&s(&["true"]), None));
+    }
+}

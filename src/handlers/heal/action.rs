@@ -1,0 +1,226 @@
+//! Carrying a decision out: the scheduled task that waits out the backoff
+//! (called off by an operator, a removal or shutdown), checks the engine
+//! again, then restarts, recreates or raises memory, and counts the result.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::ContainerUpdateBody;
+use bollard::query_parameters::RestartContainerOptions;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::book::Healer;
+use super::facts::{Facts, describe};
+use super::policy::{Failure, Kind};
+use super::{Heal, recreate};
+use crate::event::Event;
+use crate::handlers::{Ctx, HandlerError};
+use crate::internal_events::InternalEvent;
+use crate::internal_events::heal::{Acted, ActionResult};
+
+impl Heal {
+    /// Runs the plan after its delay as a task of its own. An operator's
+    /// kill or start, the container's removal, or shutdown calls it off;
+    /// after a backoff the engine is asked again whether it is still needed.
+    pub(super) fn schedule(
+        &self,
+        ctx: &Ctx,
+        event: &Arc<Event>,
+        facts: Facts,
+        plan: Plan,
+        (generation, token): (u64, CancellationToken),
+    ) {
+        let Ok(docker) = ctx.docker.get() else {
+            self.healer.finish_pending(&facts.name, generation);
+            return;
+        };
+        let healer = self.healer.clone();
+        let metrics = ctx.metrics.clone();
+        let containers = ctx.containers.clone();
+        let rule_name = self.rule.name.clone();
+        let event = event.clone();
+        let stop_timeout = self.params.stop_timeout_secs;
+        ctx.tasks.spawn(async move {
+            let name = facts.name.clone();
+            let kind = plan.kind;
+            if !plan.delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(plan.delay) => {}
+                    _ = token.cancelled() => {
+                        healer.finish_pending(&name, generation);
+                        return;
+                    }
+                }
+                if let Some(why) = no_longer_needed(&docker, &healer, &facts, plan.failure).await {
+                    healer.finish_pending(&name, generation);
+                    info!(container = %name, rule = %rule_name, action = kind.label(), reason = why, "Scheduled action called off.");
+                    return;
+                }
+            }
+            if token.is_cancelled() {
+                healer.finish_pending(&name, generation);
+                return;
+            }
+            // From here the action's own events are recognised as ours; a
+            // new failure after them must be free to schedule again.
+            healer.finish_pending(&name, generation);
+            let reaction = event.received.elapsed().saturating_sub(plan.delay);
+            let result = act(&docker, &healer, &facts, kind, stop_timeout).await;
+            let latency = crate::clock::since_nanos(event.time_nano);
+            let done = Acted {
+                container: &name,
+                rule: &rule_name,
+                action: kind.label(),
+                failure: &describe(plan.failure),
+                attempt: plan.attempt,
+                backoff: plan.delay,
+                result: match result {
+                    Ok(Some(done)) => ActionResult::Ok(done),
+                    Ok(None) => ActionResult::Suppressed,
+                    Err(e) => ActionResult::Error {
+                        error: e.to_string(),
+                        kind: e.kind(),
+                    },
+                },
+                reaction,
+                latency,
+            };
+            done.emit(&metrics);
+            containers.record_action(&facts.id, kind.label(), done.result_label());
+        });
+    }
+}
+/// What a scheduled task is to do.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Plan {
+    pub(super) kind: Kind,
+    pub(super) failure: Failure,
+    pub(super) delay: Duration,
+    pub(super) attempt: u32,
+}
+
+/// After a backoff: is the action still wanted? Some(reason) if not.
+async fn no_longer_needed(
+    docker: &Docker,
+    healer: &Healer,
+    facts: &Facts,
+    failure: Failure,
+) -> Option<&'static str> {
+    if healer
+        .book()
+        .get(&facts.name)
+        .is_some_and(|e| e.requested_stop)
+    {
+        return Some("stopped or killed through the API meanwhile");
+    }
+    let now = match docker.inspect_container(&facts.id, None).await {
+        Ok(info) => Facts::from_inspect(&info),
+        Err(_) => return Some("the container is gone"),
+    };
+    match failure {
+        Failure::Unhealthy if !now.running => Some("it is no longer running"),
+        Failure::Unhealthy if !now.unhealthy => Some("it is healthy again"),
+        Failure::Exit(_) | Failure::Oom if now.running => Some("it is running again"),
+        _ => None,
+    }
+}
+
+/// Performs the action; returns the log message of success, or None if
+/// it decided to leave the container alone.
+async fn act(
+    docker: &Docker,
+    healer: &Healer,
+    facts: &Facts,
+    kind: Kind,
+    stop_timeout: u32,
+) -> Result<Option<String>, HandlerError> {
+    match kind {
+        Kind::Restart => restart(docker, healer, facts, stop_timeout)
+            .await
+            .map(|()| Some(format!("Restarted {}.", facts.name))),
+        Kind::Recreate => {
+            let aside = recreate::aside_name(&facts.name, &facts.id);
+            let info = docker
+                .inspect_container(&facts.id, None)
+                .await
+                .map_err(|e| HandlerError::engine("inspect", e))?;
+            healer.mark_own(&[&facts.name, &aside], stop_timeout);
+            let result = recreate::recreate(docker, &info, stop_timeout as i32).await;
+            // The old container's aside name is gone for good either way.
+            healer.book().remove(&aside);
+            match result {
+                Ok(new_id) => Ok(Some(format!(
+                    "Recreated {}: new container {}.",
+                    facts.name,
+                    new_id.get(..12).unwrap_or(&new_id)
+                ))),
+                Err(e) => {
+                    healer.clear_own(&facts.name);
+                    Err(e.into())
+                }
+            }
+        }
+        Kind::RaiseMemory { factor, max_bytes } => {
+            // The limit may have changed since the event: read it again.
+            let current = docker
+                .inspect_container(&facts.id, None)
+                .await
+                .map(|i| Facts::from_inspect(&i).memory)
+                .map_err(|e| HandlerError::engine("inspect", e))?;
+            if current == 0 {
+                info!(container = %facts.name, "No memory limit to raise; left alone.");
+                return Ok(None);
+            }
+            let raised = ((current as f64) * factor).min(max_bytes as f64) as i64;
+            let note = if raised > current {
+                docker
+                    .update_container(
+                        &facts.id,
+                        ContainerUpdateBody {
+                            memory: Some(raised),
+                            memory_swap: Some(-1),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| {
+                        HandlerError::engine(
+                            format!("raising the memory limit from {current} to {raised} bytes"),
+                            e,
+                        )
+                    })?;
+                info!(container = %facts.name, old_bytes = current, new_bytes = raised, max_bytes, "Raised memory limit.");
+                format!("raised its memory limit from {current} to {raised} bytes")
+            } else {
+                warn!(container = %facts.name, limit_bytes = current, max_bytes, "Memory limit already at max_bytes; restarting without raising.");
+                format!("memory limit left at max_bytes ({current} bytes)")
+            };
+            restart(docker, healer, facts, stop_timeout).await?;
+            Ok(Some(format!("Restarted {} and {note}.", facts.name)))
+        }
+    }
+}
+
+async fn restart(
+    docker: &Docker,
+    healer: &Healer,
+    facts: &Facts,
+    stop_timeout: u32,
+) -> Result<(), HandlerError> {
+    healer.mark_own(&[&facts.name], stop_timeout);
+    let restarted = docker
+        .restart_container(
+            &facts.id,
+            Some(RestartContainerOptions {
+                t: Some(stop_timeout as i32),
+                signal: None,
+            }),
+        )
+        .await;
+    restarted.map_err(|e| {
+        healer.clear_own(&facts.name);
+        HandlerError::engine("restart", e)
+    })
+}

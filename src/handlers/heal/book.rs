@@ -1,0 +1,256 @@
+//! The book of per-container healing state ([`Entry`], by container name so
+//! it survives a recreate) and the [`Healer`] that holds it, with its
+//! [`Observer`]: who stopped a container, which events were dockwarden's
+//! own, when it started, whether it was OOM-killed, renamed or destroyed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::facts::Facts;
+use crate::containers::signal_number;
+use crate::event::Event;
+use crate::handlers::{BoxFuture, Ctx, Observer};
+use crate::internal_events::InternalEvent;
+use crate::internal_events::heal::BreakerClosed;
+use crate::lock::lock;
+
+/// How long events of our own action are recognised as ours, beyond the
+/// stop timeout, if the `start` that ends them never comes.
+const OWN_EVENTS_SLACK: Duration = Duration::from_secs(30);
+
+/// Per-container healing state.
+#[derive(Debug, Clone, Default)]
+pub struct Entry {
+    /// When dockwarden restarted it, within the window.
+    pub(super) restarts: VecDeque<Instant>,
+    /// Backoff exponent.
+    pub(super) attempt: u32,
+    /// The one recreate has been spent.
+    pub(super) escalated: bool,
+    pub(super) breaker_open: bool,
+    /// A kill/stop came through the API since the last start.
+    pub(super) requested_stop: bool,
+    /// Events until then (or the next `start`) are ours.
+    pub(super) own_until: Option<Instant>,
+    /// A scheduled action (its generation, and the token that calls it off).
+    pub(super) pending: Option<(u64, CancellationToken)>,
+    pub(super) last_start: Option<Instant>,
+    /// An `oom` event came since the last start.
+    pub(super) oom_seen: bool,
+    /// The container that has this name now: events of an older container
+    /// of the same name (handled in another lane) don't touch the entry.
+    pub(super) container_id: Option<String>,
+}
+
+impl Entry {
+    pub(super) fn own(&self, now: Instant) -> bool {
+        self.own_until.is_some_and(|t| now < t)
+    }
+
+    /// Whether an event of container `id` is about this entry.
+    pub(super) fn is_about(&self, id: &str) -> bool {
+        self.container_id.as_deref().is_none_or(|c| c == id)
+    }
+
+    /// Calls off a scheduled action.
+    pub(super) fn call_off(&mut self, name: &str, why: &str) {
+        if let Some((_, token)) = self.pending.take() {
+            token.cancel();
+            info!(container = %name, reason = why, "Scheduled action called off.");
+        }
+    }
+}
+
+/// The shared state of the heal handlers, and their observer.
+#[derive(Default)]
+pub struct Healer {
+    /// By container name: survives a recreate.
+    pub(super) book: Mutex<HashMap<String, Entry>>,
+    pub(super) generation: std::sync::atomic::AtomicU64,
+}
+
+impl Healer {
+    pub(super) fn book(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        lock(&self.book)
+    }
+
+    /// The facts of a failure event without asking the engine, when what the
+    /// event says cannot have been forged and the container view knows the
+    /// rest (its name and restart policy do not change with its state).
+    pub(super) fn facts_without_inspect(&self, ctx: &Ctx, event: &Event) -> Option<Facts> {
+        let known = ctx.containers.get(&event.actor_id)?;
+        // on-failure needs the engine's restart count.
+        if known.restart_policy == "on-failure" {
+            return None;
+        }
+        let oom_seen = self.book().get(&known.name).is_some_and(|e| e.oom_seen);
+        let base = Facts {
+            id: event.actor_id.clone(),
+            name: known.name.clone(),
+            policy: known.restart_policy.to_owned(),
+            max_retries: known.max_retries,
+            ..Facts::default()
+        };
+        match &*event.key {
+            "container.die" if !known.forgeable.exit_code => Some(Facts {
+                exit_code: event.exit_code()?,
+                oom_killed: oom_seen,
+                ..base
+            }),
+            // Whether the main process survived needs the engine.
+            // Only running containers report health; the status is in the
+            // action text, which labels cannot touch.
+            "container.health_status" => Some(Facts {
+                running: true,
+                unhealthy: event.health_status() == Some("unhealthy"),
+                ..base
+            }),
+            _ => None,
+        }
+    }
+
+    /// Marks the events of the action about to be taken on `names` as ours.
+    pub(super) fn mark_own(&self, names: &[&str], stop_timeout_secs: u32) {
+        let until =
+            Instant::now() + Duration::from_secs(u64::from(stop_timeout_secs)) + OWN_EVENTS_SLACK;
+        let mut book = self.book();
+        for name in names {
+            book.entry((*name).to_owned()).or_default().own_until = Some(until);
+        }
+    }
+
+    pub(super) fn clear_own(&self, name: &str) {
+        if let Some(e) = self.book().get_mut(name) {
+            e.own_until = None;
+        }
+    }
+
+    /// Clears the scheduled action of `name` if it is still generation
+    /// `generation` (a newer one may have replaced it).
+    pub(super) fn finish_pending(&self, name: &str, generation: u64) {
+        if let Some(e) = self.book().get_mut(name)
+            && e.pending.as_ref().is_some_and(|(g, _)| *g == generation)
+        {
+            e.pending = None;
+        }
+    }
+}
+
+impl Observer for Healer {
+    fn wants(&self, event: &Event) -> bool {
+        event.typ == "container"
+            && matches!(
+                &*event.action,
+                "kill" | "start" | "destroy" | "oom" | "rename"
+            )
+    }
+
+    fn observe<'a>(&'a self, ctx: &'a Ctx, event: &'a Arc<Event>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let id = event.actor_id.as_str();
+            // The view of a destroyed container is gone: its name is then
+            // the event's (which labels cannot overwrite on Engine 20.10).
+            let known = ctx.containers.get(id);
+            let Some(name) = known
+                .as_ref()
+                .map(|p| p.name.clone())
+                .or_else(|| event.name().map(str::to_owned))
+            else {
+                return;
+            };
+            let mut book = self.book();
+            match &*event.action {
+                "oom" => {
+                    ctx.metrics.oom_event();
+                    let e = book.entry(name).or_default();
+                    if e.is_about(id) {
+                        e.oom_seen = true;
+                    }
+                }
+                "kill" => {
+                    // Only a signal that stops the container is a stop; a
+                    // HUP to reload is not. A forgeable or unknown signal
+                    // counts as a stop: never restart what an operator stopped.
+                    let signal = event.attr("signal").and_then(signal_number);
+                    let stops = match (&known, signal) {
+                        (Some(p), Some(sig)) if !p.forgeable.signal => {
+                            sig == 9 || sig == 15 || Some(sig) == p.stop_signal
+                        }
+                        _ => true,
+                    };
+                    let e = book.entry(name.clone()).or_default();
+                    if stops && e.is_about(id) && !e.own(now) {
+                        e.requested_stop = true;
+                        e.call_off(&name, "stopped or killed through the API");
+                    }
+                }
+                "start" => {
+                    let e = book.entry(name.clone()).or_default();
+                    e.container_id = Some(id.to_owned());
+                    e.requested_stop = false;
+                    e.oom_seen = false;
+                    e.last_start = Some(now);
+                    if e.own(now) {
+                        e.own_until = None;
+                        return;
+                    }
+                    // Started by someone else: a pending action is moot, and
+                    // an operator's start closes the breaker.
+                    e.call_off(&name, "started by someone else");
+                    if e.breaker_open {
+                        *e = Entry {
+                            last_start: Some(now),
+                            container_id: Some(id.to_owned()),
+                            ..Entry::default()
+                        };
+                        // A dry run's breaker was never counted open.
+                        BreakerClosed {
+                            container: &name,
+                            reason: "started by hand",
+                            dry_run: ctx.dry_run,
+                        }
+                        .emit(&ctx.metrics);
+                    }
+                }
+                "rename" => {
+                    // The entry follows the container to its new name.
+                    let old = event
+                        .attr("oldName")
+                        .map(|n| crate::containers::plain_name(n).to_owned());
+                    if let Some(old) = old.filter(|o| *o != name)
+                        && book
+                            .get(&old)
+                            .is_some_and(|e| e.is_about(id) && !e.own(now))
+                        && let Some(e) = book.remove(&old)
+                    {
+                        book.insert(name, e);
+                        ctx.metrics.forget_container(&old);
+                    }
+                }
+                "destroy" => {
+                    let ours = book
+                        .get(&name)
+                        .is_some_and(|e| e.is_about(id) && !e.own(now));
+                    if ours && let Some(mut e) = book.remove(&name) {
+                        e.call_off(&name, "destroyed");
+                        if e.breaker_open {
+                            BreakerClosed {
+                                container: &name,
+                                reason: "destroyed",
+                                dry_run: ctx.dry_run,
+                            }
+                            .emit(&ctx.metrics);
+                        }
+                        ctx.metrics.forget_container(&name);
+                    }
+                }
+                _ => {}
+            }
+        })
+    }
+}

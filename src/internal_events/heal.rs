@@ -1,0 +1,251 @@
+//! What the heal handlers decide and do: a failure left alone or
+//! suppressed, an action decided, done or failed, the breaker opened or
+//! closed.
+//!
+//! In a dry run nothing is counted in `dockwarden_actions_total` or
+//! `dockwarden_breaker_open`: no action was taken and no breaker is open.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tracing::{error, info, warn};
+
+use super::InternalEvent;
+use crate::metrics::Metrics;
+
+/// A failure that is not one to act on (dockwarden's own doing, running
+/// again, the exit code is not the rule's, already scheduled). Not counted.
+pub struct NotHealing<'a> {
+    pub container: &'a str,
+    pub rule: &'a str,
+    pub failure: &'a str,
+    pub reason: &'a str,
+}
+
+impl InternalEvent for NotHealing<'_> {
+    fn emit(&self, _: &Metrics) {
+        info!(container = %self.container, rule = %self.rule, failure = %self.failure, reason = self.reason, "Not healing.");
+    }
+}
+
+/// A failure deliberately left alone: an operator stopped it, Docker's
+/// restart policy restarts it, its breaker is open, it has no limit to
+/// raise.
+pub struct Suppressed<'a> {
+    pub container: &'a str,
+    pub rule: &'a str,
+    /// The action it would have been: `restart`, `recreate`, `raise_memory`.
+    pub action: &'static str,
+    pub failure: &'a str,
+    pub reason: &'a str,
+    pub dry_run: bool,
+}
+
+impl InternalEvent for Suppressed<'_> {
+    fn key(&self) -> Option<&'static str> {
+        Some("dockwarden.suppressed")
+    }
+
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        vec![
+            ("rule", json!(self.rule)),
+            ("action", json!(self.action)),
+            ("failure", json!(self.failure)),
+            ("reason", json!(self.reason)),
+        ]
+    }
+
+    fn emit(&self, metrics: &Metrics) {
+        info!(container = %self.container, rule = %self.rule, failure = %self.failure, reason = self.reason, action = self.action, "Healing suppressed.");
+        if !self.dry_run {
+            metrics.action(self.action, "suppressed");
+        }
+    }
+}
+
+/// An action decided: after `backoff` (attempt `attempt`, 1-based), or a
+/// recreate now because the restarts are spent (`attempt` 0).
+pub struct Decided<'a> {
+    pub container: &'a str,
+    pub rule: &'a str,
+    pub action: &'static str,
+    pub failure: &'a str,
+    pub attempt: u32,
+    pub backoff: Duration,
+    pub dry_run: bool,
+}
+
+impl InternalEvent for Decided<'_> {
+    fn emit(&self, _: &Metrics) {
+        let verb = if self.dry_run { "Would" } else { "Will" };
+        let (name, what) = (self.container, self.failure);
+        if self.attempt == 0 {
+            warn!(container = %name, rule = %self.rule, failure = %what, "{verb} {} {name}: {what}, restarts spent.", self.action.replace('_', " "));
+        } else {
+            info!(
+                container = %name,
+                rule = %self.rule,
+                failure = %what,
+                attempt = self.attempt,
+                backoff_ms = self.backoff.as_millis() as u64,
+                "{verb} {} {name}: {what}, attempt {}, backoff {:?}.",
+                self.action.replace('_', " "),
+                self.attempt,
+                self.backoff
+            );
+        }
+    }
+}
+
+/// The restarts are spent (and the one recreate, if any): dockwarden gives
+/// up on the container until it stays up or is started by hand.
+pub struct BreakerOpened<'a> {
+    pub container: &'a str,
+    pub rule: &'a str,
+    pub failure: &'a str,
+    pub max_restarts: u32,
+    pub window_secs: u64,
+    pub dry_run: bool,
+}
+
+impl InternalEvent for BreakerOpened<'_> {
+    fn key(&self) -> Option<&'static str> {
+        Some("dockwarden.breaker_open")
+    }
+
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        vec![
+            ("rule", json!(self.rule)),
+            ("failure", json!(self.failure)),
+            ("max_restarts", json!(self.max_restarts)),
+            ("window_secs", json!(self.window_secs)),
+        ]
+    }
+
+    fn emit(&self, metrics: &Metrics) {
+        error!(
+            container = %self.container,
+            rule = %self.rule,
+            failure = %self.failure,
+            max_restarts = self.max_restarts,
+            window_secs = self.window_secs,
+            "{} up on the container: breaker open, no more actions until it stays up or is started by hand.",
+            if self.dry_run { "Would give" } else { "Giving" }
+        );
+        if !self.dry_run {
+            metrics.breaker_opened();
+        }
+    }
+}
+
+/// The breaker of a container closed: started by hand, or destroyed.
+pub struct BreakerClosed<'a> {
+    pub container: &'a str,
+    /// `started by hand` or `destroyed`.
+    pub reason: &'static str,
+    pub dry_run: bool,
+}
+
+impl InternalEvent for BreakerClosed<'_> {
+    fn key(&self) -> Option<&'static str> {
+        Some("dockwarden.breaker_closed")
+    }
+
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        vec![("reason", json!(self.reason))]
+    }
+
+    fn emit(&self, metrics: &Metrics) {
+        info!(container = %self.container, reason = self.reason, "Breaker closed.");
+        if !self.dry_run {
+            metrics.breaker_closed();
+        }
+    }
+}
+
+/// How an action that was carried out ended.
+pub enum ActionResult {
+    /// Done; the text says what was done.
+    Ok(String),
+    /// It looked again and left the container alone.
+    Suppressed,
+    /// The engine refused or failed: what happened, and its kind (a fixed
+    /// word such as `refused` or `unanswered`).
+    Error { error: String, kind: &'static str },
+}
+
+/// A healing action carried out: a restart, a recreate, a memory raise.
+pub struct Acted<'a> {
+    pub container: &'a str,
+    pub rule: &'a str,
+    pub action: &'static str,
+    pub failure: &'a str,
+    pub attempt: u32,
+    pub backoff: Duration,
+    pub result: ActionResult,
+    /// Failure event read → action call issued, backoff excluded.
+    pub reaction: Duration,
+    /// Failure event time → action done, backoff included.
+    pub latency: Duration,
+}
+
+impl Acted<'_> {
+    /// `ok`, `error` or `suppressed`.
+    pub fn result_label(&self) -> &'static str {
+        match self.result {
+            ActionResult::Ok(_) => "ok",
+            ActionResult::Suppressed => "suppressed",
+            ActionResult::Error { .. } => "error",
+        }
+    }
+}
+
+impl InternalEvent for Acted<'_> {
+    fn key(&self) -> Option<&'static str> {
+        Some(match self.action {
+            "recreate" => "dockwarden.recreate",
+            "raise_memory" => "dockwarden.raise_memory",
+            _ => "dockwarden.restart",
+        })
+    }
+
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        let mut fields = vec![
+            ("rule", json!(self.rule)),
+            ("result", json!(self.result_label())),
+            ("attempt", json!(self.attempt)),
+            ("backoff_ms", json!(self.backoff.as_millis() as u64)),
+            ("failure", json!(self.failure)),
+        ];
+        match &self.result {
+            ActionResult::Ok(done) => fields.push(("text", json!(done))),
+            ActionResult::Error { error, .. } => fields.push(("error", json!(error))),
+            ActionResult::Suppressed => {}
+        }
+        fields
+    }
+
+    fn emit(&self, metrics: &Metrics) {
+        metrics.action(self.action, self.result_label());
+        match &self.result {
+            ActionResult::Ok(done) => {
+                if self.action != "recreate" {
+                    metrics.container_restarted(self.container);
+                }
+                metrics.healed(self.latency, self.reaction);
+                info!(
+                    container = %self.container,
+                    rule = %self.rule,
+                    attempt = self.attempt,
+                    reaction_us = self.reaction.as_micros() as u64,
+                    latency_ms = self.latency.as_millis() as u64,
+                    "{done}"
+                );
+            }
+            ActionResult::Suppressed => {}
+            ActionResult::Error { error, kind } => {
+                error!(container = %self.container, rule = %self.rule, action = self.action, error = %error, kind, "Healing action failed.");
+            }
+        }
+    }
+}
