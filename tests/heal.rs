@@ -43,6 +43,52 @@ exit_code = "nonzero"
     )
 }
 
+/// The parameters of the escalation tests: 3 restarts, 200 ms doubling
+/// to a 1 s cap, then one recreate, then the breaker.
+const ESCALATION: &str = "max_restarts = 3\nwindow_secs = 60\nthen = \"recreate\"\nbackoff_initial_ms = 200\nbackoff_max_secs = 1";
+
+/// The decisions [`ESCALATION`] leads to in a crash loop, as [`decisions`]
+/// renders them.
+const ESCALATION_SEQUENCE: [&str; 5] = [
+    "restart attempt 1 backoff 200ms",
+    "restart attempt 2 backoff 400ms",
+    "restart attempt 3 backoff 800ms",
+    "recreate",
+    "breaker open",
+];
+
+/// dockwarden's healing decisions about `name`, in log order, worded the
+/// same for a real run ("Will restart …") and a dry run ("Would restart …").
+fn decisions(log: &str, name: &str) -> Vec<String> {
+    let tag = format!("container={name}");
+    let restart = format!("restart {name}: ");
+    let recreate = format!("recreate {name}: ");
+    log.lines()
+        .filter(|l| l.split_whitespace().any(|w| w == tag))
+        .filter_map(|l| {
+            if let Some(rest) = l.split(&restart).nth(1) {
+                let word_after = |marker: &str| {
+                    rest.split(marker)
+                        .nth(1)
+                        .and_then(|r| r.split([',', ' ']).next())
+                        .map(|w| w.trim_end_matches('.').to_owned())
+                };
+                Some(format!(
+                    "restart attempt {} backoff {}",
+                    word_after("attempt ")?,
+                    word_after("backoff ")?
+                ))
+            } else if l.contains(&recreate) {
+                Some("recreate".to_owned())
+            } else if l.contains("up on the container: breaker open") {
+                Some("breaker open".to_owned())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 fn unhealthy_rule(handler: &str, with: &str) -> String {
     format!(
         r#"
@@ -178,12 +224,7 @@ fn operator_stop_kill_restart_are_respected() {
 #[test]
 fn restarts_then_one_recreate_then_breaker() {
     let clean = setup();
-    let dw = started(
-        &restart_rule(
-            "max_restarts = 3\nwindow_secs = 60\nthen = \"recreate\"\nbackoff_initial_ms = 200\nbackoff_max_secs = 1",
-        ),
-        &[],
-    );
+    let dw = started(&restart_rule(ESCALATION), &[]);
     let name = clean.container(unique("breaker"));
     docker_ok(&[
         "run",
@@ -221,6 +262,7 @@ fn restarts_then_one_recreate_then_breaker() {
         "left down once the breaker opened"
     );
     assert!(dw.log().contains("breaker open"));
+    assert_eq!(decisions(&dw.log(), &name), ESCALATION_SEQUENCE);
     // The old container is gone, not lingering aside.
     let all = docker_ok(&["ps", "-a", "--format", "{{.ID}}", "--no-trunc"]);
     assert!(!all.contains(&old_id));
@@ -671,6 +713,126 @@ max_bytes = 50331648
             0.0
         );
     }
+}
+
+/// Issue 8, defect 4: a dry run advances the healing state as if each
+/// would-be action had succeeded, so a crash loop logs the sequence the real
+/// run reaches (`restarts_then_one_recreate_then_breaker`): growing
+/// backoffs, the recreate, the breaker. The test plays the would-be
+/// restarts itself by starting the container again after each decision.
+#[test]
+fn dry_run_shows_the_escalation_a_real_run_reaches() {
+    let clean = setup();
+    let dw = started(&restart_rule(ESCALATION), &["--dry-run"]);
+    let since = now_unix();
+    let name = clean.container(unique("dry-escalation"));
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "dwt.heal=true",
+        &test_image(),
+        "sh",
+        "-c",
+        "sleep 1; exit 3",
+    ]);
+    for n in 1..=ESCALATION_SEQUENCE.len() {
+        assert!(
+            wait_until(Duration::from_secs(20), || decisions(&dw.log(), &name)
+                .len()
+                >= n),
+            "decision {n} never logged; so far: {:?}",
+            decisions(&dw.log(), &name)
+        );
+        if n < ESCALATION_SEQUENCE.len() {
+            docker_ok(&["start", &name]);
+        }
+    }
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(decisions(&dw.log(), &name), ESCALATION_SEQUENCE);
+    assert!(
+        dw.log().contains(&format!(
+            "Would restart {name}: exit 3, attempt 3, backoff 800ms."
+        )),
+        "dry-run wording"
+    );
+    // Only the test's own starts: dockwarden touched nothing.
+    let events = history(&name, since);
+    let count = |action: &str| events.iter().filter(|(a, _)| a == action).count();
+    assert_eq!(
+        (count("start"), count("kill"), count("restart")),
+        (ESCALATION_SEQUENCE.len(), 0, 0),
+        "{events:?}"
+    );
+    assert_eq!(dw.metrics().get("dockwarden_breaker_open", &[]), 0.0);
+    assert_eq!(actions(&dw, "restart", "ok"), 0.0);
+    assert_eq!(actions(&dw, "recreate", "ok"), 0.0);
+}
+
+/// Issue 8, defect 1: without `match.exit_code`, a container that exits 0
+/// has finished its job and is not restarted; one that exits 3 under the
+/// same rule is (so the test cannot pass by seeing nothing).
+#[test]
+fn a_clean_exit_is_not_healed_as_a_crash() {
+    let clean = setup();
+    let rules = r#"
+[[rule]]
+name = "heal-dies"
+on = ["container.die"]
+handler = "restart"
+[rule.match]
+labels = { "dwt.heal" = "true" }
+[rule.with]
+backoff_initial_ms = 100
+"#;
+    let dw = started(rules, &[]);
+    let since = now_unix();
+    let image = test_image();
+    let done = clean.container(unique("clean-exit"));
+    let crash = clean.container(unique("crash-exit"));
+    for (name, code) in [(&done, 0), (&crash, 3)] {
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--label",
+            "dwt.heal=true",
+            &image,
+            "sh",
+            "-c",
+            &format!("sleep 0.5; exit {code}"),
+        ]);
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || restarts(&dw, &crash) >= 1.0),
+        "the crashing container was not restarted"
+    );
+    // Long past the 100 ms backoff a restart would have waited.
+    thread::sleep(Duration::from_secs(2));
+    let events = history(&done, since);
+    let count = |action: &str| events.iter().filter(|(a, _)| a == action).count();
+    assert_eq!(
+        (
+            count("start"),
+            count("die"),
+            count("kill"),
+            count("restart")
+        ),
+        (1, 1, 0, 0),
+        "the clean exit was acted on: {events:?}"
+    );
+    assert_eq!(restarts(&dw, &done), 0.0);
+    assert!(!dw.log().contains(&format!("restart {done}:")));
+    assert!(
+        dw.log()
+            .lines()
+            .any(|l| l.contains(&format!("Not healing. container={done} "))
+                && l.contains("reason=\"the exit code is not a failure under this rule\"")),
+        "the clean exit's decision is not logged"
+    );
 }
 
 /// Destroying a healed container for good drops its per-container series.
