@@ -10,7 +10,7 @@
 //! them. [`app`] wires it together; `main.rs` is the CLI.
 //!
 //! Layers, bottom to top (a module uses only those below it; checked by
-//! `tests/layering.rs`): `clock`, `lock`, `event`, `config` → `metrics`,
+//! `tests/layering.rs`): `clock`, `lock`, `json`, `event`, `config` → `metrics`,
 //! `docker` → `audit`, `containers`, `internal_events`, `progress` →
 //! `handlers` → `rules` → `dispatch` → `resync`, `source`, `reload` → `http`
 //! → `app`.
@@ -26,6 +26,7 @@ pub mod event;
 pub mod handlers;
 pub mod http;
 pub mod internal_events;
+pub mod json;
 pub mod lock;
 pub mod metrics;
 pub mod progress;

@@ -44,6 +44,7 @@ pub struct Metrics {
     audit_write_errors: IntCounter,
     audit_buffered: IntGauge,
     audit_dropped: IntCounter,
+    encode_errors: IntCounterVec,
     reloads: IntCounterVec,
     resyncs: IntCounterVec,
 }
@@ -252,6 +253,17 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let encode_errors = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "dockwarden_encode_errors_total",
+                    "Values dockwarden could not encode as JSON (and so did not write), by what they were.",
+                ),
+                &["what"],
+            )
+            .expect("valid metric"),
+        );
         let audit_buffered = reg(
             &r,
             IntGauge::new(
@@ -359,6 +371,7 @@ impl Metrics {
             audit_write_errors,
             audit_buffered,
             audit_dropped,
+            encode_errors,
             reloads,
             resyncs,
         }
@@ -457,6 +470,12 @@ impl Metrics {
     /// Records entering (+) or leaving (-) the audit buffer.
     pub fn audit_buffered(&self, delta: i64) {
         self.audit_buffered.add(delta);
+    }
+
+    /// A value was not written because it could not be encoded; `what` is
+    /// a fixed name such as `audit record` or `checkpoint`.
+    pub fn encode_error(&self, what: &'static str) {
+        self.encode_errors.with_label_values(&[what]).inc();
     }
 
     pub fn audit_dropped(&self) {
