@@ -191,6 +191,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     let checkpoints = tokio::spawn(crate::progress::checkpoint_task(
         config.state.dir.clone(),
         progress.clone(),
+        metrics.clone(),
         shutdown.clone(),
     ));
     let dispatcher = Dispatcher::new(
@@ -268,7 +269,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     }
     let _ = resync.await;
     let _ = checkpoints.await;
-    crate::progress::final_write(&config.state.dir, &progress);
+    crate::progress::final_write(&config.state.dir, &progress, &metrics);
     if let Some(audit) = audit {
         // Joins the writer thread: off the async workers.
         let _ = tokio::task::spawn_blocking(move || audit.close(Duration::from_secs(5))).await;

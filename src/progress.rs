@@ -6,49 +6,65 @@
 //! checkpoint task writes it to `[state] dir`/`checkpoint.json` atomically
 //! (temp file, fsync, rename) at most once a second and on shutdown. On
 //! start, `run` resumes from it with `since`, skipping the events at that
-//! very nanosecond that were handled already.
+//! very nanosecond that were handled already, told apart by
+//! [`Event::identity`] (the one definition the source's dedup uses too).
+//!
+//! It owns the watermark and the file format; it must not decide what to do
+//! without a checkpoint (the app resyncs).
 
 use std::collections::VecDeque;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::event::Event;
+use crate::event::{Event, Identity};
+use crate::json::{EncodeError, encode};
+use crate::lock::lock;
+use crate::metrics::Metrics;
 
-/// The identity of an event across processes: type, raw action, actor.
-pub fn identity(event: &Event) -> String {
-    match &event.detail {
-        Some(d) => format!("{}|{}: {}|{}", event.typ, event.action, d, event.actor_id),
-        None => format!("{}|{}|{}", event.typ, event.action, event.actor_id),
-    }
-}
+/// The checkpoint file's format. 1: `ids` were `type|action|actor` strings,
+/// blind to attributes, and there was no `version` field. 2: `ids` are
+/// [`Identity`] digests.
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 /// The last fully handled point of the stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
+    /// [`CHECKPOINT_VERSION`]; absent (0) in files of format 1.
+    #[serde(default)]
+    pub version: u32,
     /// `timeNano` of the newest fully handled event.
     pub time_nano: i64,
-    /// [`identity`] of every handled event at exactly that nanosecond.
-    pub ids: Vec<String>,
+    /// [`Event::identity`] of every handled event at exactly that nanosecond.
+    pub ids: Vec<Identity>,
+}
+
+impl Default for Checkpoint {
+    fn default() -> Self {
+        Checkpoint {
+            version: CHECKPOINT_VERSION,
+            time_nano: 0,
+            ids: Vec::new(),
+        }
+    }
 }
 
 impl Checkpoint {
     /// Whether `event` is at or before this point and was handled.
     pub fn covers(&self, event: &Event) -> bool {
         event.time_nano < self.time_nano
-            || (event.time_nano == self.time_nano && self.ids.contains(&identity(event)))
+            || (event.time_nano == self.time_nano && self.ids.contains(&event.identity()))
     }
 }
 
 struct Slot {
-    time_nano: i64,
-    id: String,
+    event: Arc<Event>,
     done: bool,
 }
 
@@ -60,7 +76,20 @@ struct Inner {
     front: u64,
     next: u64,
     mark: Checkpoint,
+    /// Events at `mark.time_nano` not yet digested into `mark.ids`: the
+    /// digest is taken when the checkpoint is read (once a second), not
+    /// once per event.
+    undigested: Vec<Arc<Event>>,
     changed: bool,
+}
+
+impl Inner {
+    fn digest(&mut self) -> Checkpoint {
+        for e in self.undigested.drain(..) {
+            self.mark.ids.push(e.identity());
+        }
+        self.mark.clone()
+    }
 }
 
 /// The watermark of fully handled events.
@@ -79,18 +108,13 @@ impl Progress {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Registers an event read from the stream, in read order.
-    pub fn begin(&self, event: &Event) -> u64 {
-        let mut inner = self.lock();
+    pub fn begin(&self, event: &Arc<Event>) -> u64 {
+        let mut inner = lock(&self.inner);
         let seq = inner.next;
         inner.next += 1;
         inner.slots.push_back(Slot {
-            time_nano: event.time_nano,
-            id: identity(event),
+            event: event.clone(),
             done: false,
         });
         seq
@@ -98,7 +122,7 @@ impl Progress {
 
     /// Marks an event fully handled and moves the watermark.
     pub fn done(&self, seq: u64) {
-        let mut inner = self.lock();
+        let mut inner = lock(&self.inner);
         let Some(i) = seq.checked_sub(inner.front) else {
             return;
         };
@@ -110,13 +134,14 @@ impl Progress {
                 break;
             };
             inner.front += 1;
-            if slot.time_nano == inner.mark.time_nano {
-                inner.mark.ids.push(slot.id);
-            } else if slot.time_nano > inner.mark.time_nano {
-                inner.mark = Checkpoint {
-                    time_nano: slot.time_nano,
-                    ids: vec![slot.id],
-                };
+            let t = slot.event.time_nano;
+            if t == inner.mark.time_nano {
+                inner.undigested.push(slot.event);
+            } else if t > inner.mark.time_nano {
+                inner.mark.time_nano = t;
+                inner.mark.ids.clear();
+                inner.undigested.clear();
+                inner.undigested.push(slot.event);
             }
             inner.changed = true;
         }
@@ -124,16 +149,16 @@ impl Progress {
 
     /// The watermark, if it moved since the last call.
     pub fn take_changed(&self) -> Option<Checkpoint> {
-        let mut inner = self.lock();
+        let mut inner = lock(&self.inner);
         if !inner.changed {
             return None;
         }
         inner.changed = false;
-        Some(inner.mark.clone())
+        Some(inner.digest())
     }
 
     pub fn mark(&self) -> Checkpoint {
-        self.lock().mark.clone()
+        lock(&self.inner).digest()
     }
 }
 
@@ -142,21 +167,45 @@ pub fn checkpoint_path(dir: &Path) -> PathBuf {
     dir.join("checkpoint.json")
 }
 
-/// Reads the checkpoint; a missing file is no checkpoint, a bad one is
-/// logged and ignored (the resync that follows repairs what it would have
-/// resumed).
+/// Reads the checkpoint; a missing file is no checkpoint, a bad one or one
+/// of another format is logged and ignored (the resync that follows
+/// repairs what it would have resumed).
 pub fn load(dir: &Path) -> Option<Checkpoint> {
     let path = checkpoint_path(dir);
-    match fs::read(&path) {
-        Ok(bytes) => match serde_json::from_slice::<Checkpoint>(&bytes) {
-            Ok(cp) if cp.time_nano > 0 => Some(cp),
-            Ok(_) => None,
-            Err(e) => {
-                warn!(path = %path.display(), error = %e, "Checkpoint unreadable; starting without it.");
-                None
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "Checkpoint unreadable; starting without it.");
+            return None;
+        }
+    };
+    // The version first, so an older format is told apart from a broken file.
+    #[derive(Deserialize)]
+    struct Version {
+        #[serde(default)]
+        version: u32,
+    }
+    match serde_json::from_slice::<Version>(&bytes) {
+        Ok(v) if v.version != CHECKPOINT_VERSION => {
+            warn!(
+                path = %path.display(),
+                found = v.version,
+                expected = CHECKPOINT_VERSION,
+                "Checkpoint written by another version of dockwarden (format {}); starting without it.",
+                v.version
+            );
+            return None;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "Checkpoint unreadable; starting without it.");
+            return None;
+        }
+    }
+    match serde_json::from_slice::<Checkpoint>(&bytes) {
+        Ok(cp) if cp.time_nano > 0 => Some(cp),
+        Ok(_) => None,
         Err(e) => {
             warn!(path = %path.display(), error = %e, "Checkpoint unreadable; starting without it.");
             None
@@ -164,22 +213,46 @@ pub fn load(dir: &Path) -> Option<Checkpoint> {
     }
 }
 
+/// Why the checkpoint was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Writes the checkpoint atomically: temp file, fsync, rename.
-pub fn store(dir: &Path, cp: &Checkpoint) -> std::io::Result<()> {
+pub fn store(dir: &Path, cp: &Checkpoint) -> Result<(), StoreError> {
+    let bytes = encode("checkpoint", cp)?;
     fs::create_dir_all(dir)?;
     let path = checkpoint_path(dir);
     let tmp = dir.join(".checkpoint.json.tmp");
     let mut f = fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(cp).unwrap_or_default())?;
+    f.write_all(&bytes)?;
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, &path)?;
     Ok(())
 }
 
+/// [`store`], counting an encoding failure.
+fn store_counted(dir: &Path, cp: &Checkpoint, metrics: &Metrics) -> Result<(), StoreError> {
+    let result = store(dir, cp);
+    if let Err(StoreError::Encode(e)) = &result {
+        metrics.encode_error(e.what);
+    }
+    result
+}
+
 /// Writes the watermark at most once a second until shutdown, then once
 /// more, after the handlers have finished (`final_write`).
-pub async fn checkpoint_task(dir: PathBuf, progress: Arc<Progress>, shutdown: CancellationToken) {
+pub async fn checkpoint_task(
+    dir: PathBuf,
+    progress: Arc<Progress>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut failing = false;
     loop {
@@ -188,7 +261,7 @@ pub async fn checkpoint_task(dir: PathBuf, progress: Arc<Progress>, shutdown: Ca
             _ = shutdown.cancelled() => return,
         }
         if let Some(cp) = progress.take_changed() {
-            match store(&dir, &cp) {
+            match store_counted(&dir, &cp, &metrics) {
                 Ok(()) => {
                     if failing {
                         info!(dir = %dir.display(), "Checkpoint writable again.");
@@ -208,12 +281,12 @@ pub async fn checkpoint_task(dir: PathBuf, progress: Arc<Progress>, shutdown: Ca
 }
 
 /// The last write, at shutdown.
-pub fn final_write(dir: &Path, progress: &Progress) {
+pub fn final_write(dir: &Path, progress: &Progress, metrics: &Metrics) {
     let cp = progress.mark();
     if cp.time_nano == 0 {
         return;
     }
-    match store(dir, &cp) {
+    match store_counted(dir, &cp, metrics) {
         Ok(()) => info!(time_nano = cp.time_nano, "Checkpoint written at shutdown."),
         Err(e) => {
             error!(dir = %dir.display(), error = %e, "Cannot write the checkpoint at shutdown.")
@@ -225,11 +298,24 @@ pub fn final_write(dir: &Path, progress: &Progress) {
 mod tests {
     use super::*;
 
-    fn ev(t: i64, id: &str) -> Event {
+    fn ev(t: i64, id: &str) -> Arc<Event> {
         let line = format!(
             r#"{{"Type":"container","Action":"start","Actor":{{"ID":"{id}"}},"timeNano":{t}}}"#
         );
-        Event::decode(line.as_bytes()).expect("decodes")
+        Arc::new(Event::decode(line.as_bytes()).expect("decodes"))
+    }
+
+    fn connect(t: i64, container: &str) -> Arc<Event> {
+        let line = format!(
+            r#"{{"Type":"network","Action":"connect","Actor":{{"ID":"net1","Attributes":{{"container":"{container}","name":"backend","type":"bridge"}}}},"timeNano":{t}}}"#
+        );
+        Arc::new(Event::decode(line.as_bytes()).expect("decodes"))
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dw-cp-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
     }
 
     #[test]
@@ -245,26 +331,57 @@ mod tests {
         p.done(b);
         let m = p.mark();
         assert_eq!(m.time_nano, 20);
-        assert_eq!(
-            m.ids,
-            vec![
-                "container|start|b".to_owned(),
-                "container|start|c".to_owned()
-            ]
-        );
+        assert_eq!(m.ids, vec![ev(20, "b").identity(), ev(20, "c").identity()]);
         assert!(m.covers(&ev(20, "c")) && m.covers(&ev(5, "z")));
         assert!(!m.covers(&ev(20, "d")) && !m.covers(&ev(21, "a")));
     }
 
     #[test]
+    fn two_connects_in_one_nanosecond_are_told_apart_across_a_restart() {
+        // Handled: the first connect only; then the process stops.
+        let p = Progress::new(None);
+        let first = p.begin(&connect(7, "c-aaa"));
+        p.done(first);
+        let dir = temp_dir("connects");
+        store(&dir, &p.mark()).expect("store");
+        // The next process resumes: the replayed first connect is skipped,
+        // the second, differing only in `container`, is not.
+        let resumed = load(&dir).expect("a checkpoint");
+        assert!(resumed.covers(&connect(7, "c-aaa")));
+        assert!(
+            !resumed.covers(&connect(7, "c-bbb")),
+            "the second connect would be lost"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn checkpoint_round_trips_atomically() {
-        let dir = std::env::temp_dir().join(format!("dw-cp-{}", std::process::id()));
+        let dir = temp_dir("round-trip");
         let cp = Checkpoint {
             time_nano: 42,
-            ids: vec!["x".into()],
+            ids: vec![ev(42, "x").identity()],
+            ..Checkpoint::default()
         };
         store(&dir, &cp).expect("store");
+        let text = fs::read_to_string(checkpoint_path(&dir)).expect("written");
+        assert!(text.contains(r#""version":2"#), "{text}");
         assert_eq!(load(&dir), Some(cp));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_old_format_is_not_resumed_from() {
+        let dir = temp_dir("old-format");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(
+            checkpoint_path(&dir),
+            r#"{"time_nano":42,"ids":["container|start|x"]}"#,
+        )
+        .expect("write");
+        assert_eq!(load(&dir), None);
+        fs::write(checkpoint_path(&dir), "{not json").expect("write");
+        assert_eq!(load(&dir), None);
         let _ = fs::remove_dir_all(&dir);
     }
 }

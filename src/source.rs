@@ -17,7 +17,6 @@
 //! make the daemon drop the whole subscription instead.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -116,7 +115,7 @@ pub struct Dedup {
 impl Dedup {
     /// True if `event` is new (and remembers it), false for a replay.
     pub fn admit(&mut self, event: &Event) -> bool {
-        let fp = fingerprint(event);
+        let fp = event.fingerprint();
         if !self.seen.insert(fp) {
             return false;
         }
@@ -132,7 +131,7 @@ impl Dedup {
 
     /// Whether `event` was read already (without remembering it).
     pub fn has_seen(&self, event: &Event) -> bool {
-        self.seen.contains(&fingerprint(event))
+        self.seen.contains(&event.fingerprint())
     }
 
     /// The `since` query value to resume from, if anything was read.
@@ -148,59 +147,6 @@ pub fn format_since(time_nano: i64) -> String {
         time_nano.div_euclid(1_000_000_000),
         time_nano.rem_euclid(1_000_000_000)
     )
-}
-
-/// Identity of an event across a replay: the engine resends the same
-/// message. A fast multiply-rotate hash, seeded per process, so nobody who
-/// controls label text can aim a collision at a recent event.
-fn fingerprint(event: &Event) -> u64 {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(0x9e37_79b9_7f4a_7c15);
-        h.finish()
-    });
-    let mut h = FastHash(seed);
-    h.word(event.time_nano as u64);
-    h.bytes(event.typ.as_bytes());
-    h.bytes(event.action.as_bytes());
-    if let Some(d) = &event.detail {
-        h.bytes(d.as_bytes());
-    }
-    h.bytes(event.actor_id.as_bytes());
-    // Two containers connecting to one network in the same nanosecond are
-    // two events that differ only here.
-    for (k, v) in event.attributes.iter() {
-        h.bytes(k.as_bytes());
-        h.bytes(v.as_bytes());
-    }
-    h.0
-}
-
-/// FxHash's mixing step, fed 8 bytes at a time; lengths are mixed in so
-/// field boundaries count.
-struct FastHash(u64);
-
-impl FastHash {
-    fn word(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn bytes(&mut self, b: &[u8]) {
-        self.word(b.len() as u64);
-        let mut chunks = b.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.word(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.word(u64::from_le_bytes(w));
-        }
-    }
 }
 
 /// Receives what the [`Framer`] cuts out of the stream.

@@ -355,12 +355,10 @@ impl Truth {
                             let line: Vec<u8> = buf.drain(..=nl).collect();
                             if let Ok(v) = serde_json::from_slice::<Value>(&line) {
                                 let key = common::event_key(&v);
-                                let identity = format!(
-                                    "{}|{}|{}",
-                                    v["Type"].as_str().unwrap_or(""),
-                                    v["Action"].as_str().unwrap_or(""),
-                                    v["Actor"]["ID"].as_str().unwrap_or("")
-                                );
+                                // The identity dockwarden's checkpoint holds.
+                                let identity = dockwarden::event::Event::decode(&line)
+                                    .map(|e| e.identity().to_string())
+                                    .unwrap_or_default();
                                 let t = v["timeNano"].as_i64().unwrap_or(0);
                                 all.lock().expect("lock").push((key.clone(), t, identity));
                                 *c.lock().expect("lock").entry(key).or_insert(0.0) += 1.0;

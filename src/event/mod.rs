@@ -7,14 +7,25 @@
 //! never become a label. Decoding never panics: anything that is not a usable
 //! event is a [`DecodeError`] the source counts as malformed.
 
+//!
+//! Submodules: `wire` (the serde shape), `known` (the fixed type and action
+//! table), `identity` (what makes two events the same one).
+
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
+mod identity;
+mod known;
+mod wire;
+
+pub use identity::Identity;
+pub use known::{OTHER, known_labels, labels_for};
+pub use wire::Attributes;
+
+use known::known;
+use wire::Wire;
 
 /// An event from the engine, normalised for matching and dispatch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,125 +87,6 @@ impl DecodeError {
             DecodeError::Missing { .. } => "missing_field",
         }
     }
-}
-
-/// `Actor.Attributes`, compactly: every key and value in one string, with
-/// their boundaries; two allocations however many labels a container has.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Attributes {
-    buf: String,
-    /// (key start, key end = value start, value end) in `buf`, in wire order.
-    spans: Vec<(u32, u32, u32)>,
-}
-
-impl Attributes {
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
-    }
-
-    pub fn contains_key(&self, key: &str) -> bool {
-        self.get(key).is_some()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.spans.iter().map(|&(k, v, e)| {
-            let (k, v, e) = (k as usize, v as usize, e as usize);
-            (&self.buf[k..v], &self.buf[v..e])
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
-    /// Adds a pair (the engine's JSON object has unique keys).
-    pub fn push(&mut self, key: &str, value: &str) {
-        let k = self.buf.len();
-        self.buf.push_str(key);
-        let v = self.buf.len();
-        self.buf.push_str(value);
-        let e = self.buf.len();
-        if let (Ok(k), Ok(v), Ok(e)) = (u32::try_from(k), u32::try_from(v), u32::try_from(e)) {
-            self.spans.push((k, v, e));
-        }
-    }
-}
-
-/// A string borrowed from the input when it has no escapes.
-struct MaybeBorrowed<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for MaybeBorrowed<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MaybeBorrowed<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(MaybeBorrowed(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(MaybeBorrowed(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for Attributes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Attributes;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map of strings")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
-                let mut a = Attributes::default();
-                while let Some((k, v)) =
-                    map.next_entry::<MaybeBorrowed<'de>, MaybeBorrowed<'de>>()?
-                {
-                    a.push(&k.0, &v.0);
-                }
-                Ok(a)
-            }
-            fn visit_unit<E>(self) -> Result<Attributes, E> {
-                Ok(Attributes::default())
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// The wire shape, borrowed from the input where it can be. Unknown fields
-/// (the legacy `status`/`id`/`from`) are ignored.
-#[derive(Deserialize)]
-struct Wire<'a> {
-    #[serde(rename = "Type", borrow, default)]
-    typ: Option<Cow<'a, str>>,
-    #[serde(rename = "Action", borrow, default)]
-    action: Option<Cow<'a, str>>,
-    #[serde(rename = "Actor", borrow, default)]
-    actor: Option<WireActor<'a>>,
-    #[serde(borrow, default)]
-    scope: Option<Cow<'a, str>>,
-    #[serde(default)]
-    time: Option<i64>,
-    #[serde(rename = "timeNano", default)]
-    time_nano: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct WireActor<'a> {
-    #[serde(rename = "ID", borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(rename = "Attributes", default)]
-    attributes: Option<Attributes>,
 }
 
 impl Event {
@@ -331,157 +223,6 @@ pub fn split_action(raw: &str) -> (&str, Option<&str>) {
         Some((action, detail)) => (action.trim(), Some(detail)),
         None => (raw.trim(), None),
     }
-}
-
-/// The label value for a type or action nobody knows.
-pub const OTHER: &str = "other";
-
-/// Event types and their actions as documented by the Engine API. Anything
-/// else is labelled [`OTHER`] but still counted and dispatched.
-const KNOWN: &[(&str, &[&str])] = &[
-    (
-        "container",
-        &[
-            "attach",
-            "commit",
-            "copy",
-            "create",
-            "destroy",
-            "detach",
-            "die",
-            "exec_create",
-            "exec_detach",
-            "exec_die",
-            "exec_start",
-            "export",
-            "health_status",
-            "kill",
-            "oom",
-            "pause",
-            "prune",
-            "rename",
-            "resize",
-            "restart",
-            "start",
-            "stop",
-            "top",
-            "unpause",
-            "update",
-        ],
-    ),
-    (
-        "image",
-        &[
-            "create", "delete", "import", "load", "prune", "pull", "push", "save", "tag", "untag",
-        ],
-    ),
-    (
-        "network",
-        &[
-            "connect",
-            "create",
-            "destroy",
-            "disconnect",
-            "prune",
-            "remove",
-            "update",
-        ],
-    ),
-    (
-        "volume",
-        &["create", "destroy", "mount", "prune", "unmount"],
-    ),
-    ("plugin", &["disable", "enable", "install", "remove"]),
-    ("daemon", &["reload"]),
-    ("service", &["create", "remove", "update"]),
-    ("node", &["create", "remove", "update"]),
-    ("secret", &["create", "remove", "update"]),
-    ("config", &["create", "remove", "update"]),
-    ("builder", &["prune"]),
-    // dockwarden's own decisions, dispatched through the rules after the
-    // engine event that caused them (see `internal_events`).
-    (
-        "dockwarden",
-        &[
-            "breaker_closed",
-            "breaker_open",
-            "exec",
-            "raise_memory",
-            "recreate",
-            "restart",
-            "resync",
-            "started",
-            "stream_lost",
-            "stream_restored",
-            "suppressed",
-        ],
-    ),
-];
-
-/// A known `(type, action)` with its static strings.
-struct Known {
-    typ: &'static str,
-    action: &'static str,
-    key: &'static str,
-    labels: Labels,
-}
-
-/// The static strings of a known `(type, action)`, built once.
-fn known(typ: &str, action: &str) -> Option<&'static Known> {
-    type Table = HashMap<&'static str, HashMap<&'static str, Known>>;
-    static TABLE: OnceLock<Table> = OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        KNOWN
-            .iter()
-            .map(|(t, actions)| {
-                let by_action = actions
-                    .iter()
-                    .map(|a| {
-                        let key: &'static str = Box::leak(format!("{t}.{a}").into_boxed_str());
-                        let known = Known {
-                            typ: t,
-                            action: a,
-                            key,
-                            labels: Labels { typ: t, action: a },
-                        };
-                        (*a, known)
-                    })
-                    .collect();
-                (*t, by_action)
-            })
-            .collect()
-    });
-    table.get(typ)?.get(action)
-}
-
-/// Maps a type and a normalised action onto the fixed label sets.
-pub fn labels_for(typ: &str, action: &str) -> Labels {
-    match KNOWN.iter().find(|(t, _)| *t == typ) {
-        Some((t, actions)) => Labels {
-            typ: t,
-            action: actions
-                .iter()
-                .find(|a| **a == action)
-                .copied()
-                .unwrap_or(OTHER),
-        },
-        None => Labels {
-            typ: OTHER,
-            action: OTHER,
-        },
-    }
-}
-
-/// Every `(type, action)` label pair that can appear, for pre-registering
-/// series and for tests.
-pub fn known_labels() -> impl Iterator<Item = Labels> {
-    KNOWN.iter().flat_map(|(t, actions)| {
-        actions
-            .iter()
-            .copied()
-            .chain(std::iter::once(OTHER))
-            .map(move |a| Labels { typ: t, action: a })
-    })
 }
 
 #[cfg(test)]
