@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dockwarden::audit::{AuditConfig, AuditSink, Fsync, Record, verify, verify_inputs};
+use dockwarden::audit::{AuditConfig, AuditSink, Fsync, Record, Severity, verify, verify_inputs};
 use dockwarden::metrics::Metrics;
 use serde_json::Value;
 
@@ -61,7 +61,7 @@ fn run(fsync: Fsync, n: u64) -> (f64, u64) {
     let handle = sink.handle();
     let started = Instant::now();
     for i in 0..n {
-        handle.submit(record(i));
+        handle.submit(record(i), Severity::High);
         // The submit queue is bounded; let the writer catch up rather than
         // measure drops.
         while metrics.audit_buffered_records() > 4_000 {

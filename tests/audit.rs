@@ -1,9 +1,11 @@
 //! The exec and network audit log against the real engine: enrichment,
 //! severities, health probes, forged exec IDs, the hash chain (verify,
-//! tampering, rotation, restart), the file mode, network records.
+//! tampering, rotation, restart), the file mode, network records, and no
+//! second record for an exec replayed after a kill -9.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    Cleanup, Dockwarden, TempDir, docker, docker_ok, require_docker, require_test_image,
+    Cleanup, Dockwarden, TempDir, docker, docker_ok, now_unix, require_docker, require_test_image,
     test_image, unique, wait_until,
 };
 use serde_json::Value;
@@ -461,4 +463,143 @@ fn unwritable_log_buffers_then_recovers() {
         .metrics()
         .get("dockwarden_audit_buffered_records", &[])
         == 0.0));
+}
+
+fn start_with_state(log: &Path, state: &Path) -> Dockwarden {
+    let state = state.display().to_string();
+    let mut dw =
+        Dockwarden::start_with(&rules(log, 100 << 20, false), &["--state-dir", &state], &[]);
+    dw.wait_ready(Duration::from_secs(20));
+    dw
+}
+
+/// `time_nano` of the checkpoint in `state`; 0 if there is none yet.
+fn checkpoint_time(state: &Path) -> i64 {
+    std::fs::read(state.join("checkpoint.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["time_nano"].as_i64())
+        .unwrap_or(0)
+}
+
+/// Exec records of the container with this ID, counted by (kind, exec ID),
+/// the exec ID being the verified `exec_id` or else the `claimed_exec_id`.
+fn per_exec(all: &[Value], container_id: &str) -> BTreeMap<(String, String), usize> {
+    let mut seen = BTreeMap::new();
+    for r in all.iter().filter(|r| {
+        r["container_id"] == container_id
+            && r["kind"].as_str().is_some_and(|k| k.starts_with("exec_"))
+    }) {
+        let exec = r["exec_id"]
+            .as_str()
+            .or_else(|| r["claimed_exec_id"].as_str())
+            .unwrap_or("none");
+        let key = (r["kind"].as_str().unwrap_or("").to_owned(), exec.to_owned());
+        *seen.entry(key).or_default() += 1;
+    }
+    seen
+}
+
+/// Issue 8 item 2: the sidecar is killed with a checkpoint from before
+/// three execs it had audited, their container is removed, and the restart
+/// replays the execs. Enrichment now fails (the container is gone), so the
+/// replay would be unverified records claiming the same exec IDs: they are
+/// not written. One exec_start and one exec_end per exec, and the chain
+/// verifies.
+#[test]
+fn a_replay_after_kill_9_does_not_audit_an_exec_twice() {
+    let clean = setup();
+    let dir = TempDir::new("audit-kill9");
+    let log = dir.path().join("audit.jsonl");
+    let state = dir.path().join("state");
+    let mut dw = start_with_state(&log, &state);
+    let name = clean.container(unique("replayed"));
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "dwt.audit=kill9",
+        &test_image(),
+        "sleep",
+        "300",
+    ]);
+    let id = docker_ok(&["inspect", "-f", "{{.Id}}", &name]);
+    assert!(
+        wait_until(Duration::from_secs(10), || checkpoint_time(&state) > 0),
+        "no checkpoint written; log:\n{}",
+        dw.log()
+    );
+    // A checkpoint from before the execs: the one a kill -9 a moment later
+    // could leave behind, had it not been written again since.
+    let older = std::fs::read(state.join("checkpoint.json")).expect("read the checkpoint");
+
+    for code in 0..3 {
+        let out = docker(&["exec", &name, "sh", "-c", &format!("exit {code}")]);
+        assert_eq!(out.status.code(), Some(code));
+    }
+    let all = wait_records(dir.path(), "six verified exec records", |r| {
+        for_container(r, &name)
+            .iter()
+            .filter(|x| x["exec_id_verified"] == true)
+            .count()
+            >= 6
+    });
+    let before = per_exec(&all, &id);
+    assert_eq!(
+        before.len(),
+        6,
+        "three execs, each a start and an end: {before:?}"
+    );
+
+    dw.kill9();
+    std::fs::write(state.join("checkpoint.json"), &older).expect("restore the older checkpoint");
+    docker_ok(&["rm", "-f", &name]);
+    let removed_at = now_unix();
+
+    let mut dw = start_with_state(&log, &state);
+    // Caught up: the watermark passed events newer than the removal, so
+    // every replayed event of the removed container has been handled.
+    let marker = clean.container(unique("marker"));
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &marker,
+        &test_image(),
+        "sleep",
+        "300",
+    ]);
+    docker_ok(&["exec", &marker, "true"]);
+    wait_records(dir.path(), "the marker exec", |r| {
+        for_container(r, &marker).len() >= 2
+    });
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            checkpoint_time(&state) as f64 >= removed_at * 1e9
+                && dw.metrics().get("dockwarden_audit_buffered_records", &[]) == 0.0
+        }),
+        "the restarted sidecar did not catch up; log:\n{}",
+        dw.log()
+    );
+    assert!(
+        dw.log().contains("audited as unverified"),
+        "the replay did not reach the removed container's execs; log:\n{}",
+        dw.log()
+    );
+
+    let after = per_exec(&records(dir.path()), &id);
+    let twice: Vec<_> = after.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        twice.is_empty() && after.len() == 6,
+        "one exec_start and one exec_end per exec: {after:?}"
+    );
+    dw.sigterm();
+    assert_eq!(
+        dw.wait_exit(Duration::from_secs(15)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let (code, out) = verify(&[&log]);
+    assert_eq!(code, 0, "{out}");
 }

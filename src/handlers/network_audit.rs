@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use super::{BoxFuture, Ctx, Factory, Handler, Outcome, RuleSpec};
-use crate::audit::{Record, rfc3339_nanos};
+use crate::audit::{Record, Severity, rfc3339_nanos};
 use crate::config::table::Table;
 use crate::event::Event;
 
@@ -104,10 +104,8 @@ impl Handler for NetworkAudit {
                     name.map_or(Value::Null, Value::from),
                 );
             }
-            r.insert("severity".into(), "low".into());
             r.insert("enriched".into(), enriched.into());
-            ctx.metrics.audit_record("low");
-            ctx.audit.submit(r);
+            ctx.audit.submit(r, Severity::Low);
             Outcome::Ok
         })
     }

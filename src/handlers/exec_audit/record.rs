@@ -1,16 +1,16 @@
 //! The records of `exec_audit`: the fields of an exec's `exec_start` and
 //! `exec_end` records from the engine's view of the exec and its container
-//! (or the event, when nothing could be verified), and the severity ladder.
-//! Pure: no engine calls, no state.
+//! (or the event, when nothing could be verified), the severity ladder, and
+//! [`submit`], the one place a record is built and handed to the audit log.
+//! No engine calls, no state.
 
 use bollard::models::ExecInspectResponse;
 use serde_json::Value;
 
 use super::Open;
-use crate::audit::{AuditHandle, Record, rfc3339_nanos};
+use crate::audit::{AuditHandle, Record, Severity, rfc3339_nanos};
 use crate::containers::Container;
 use crate::event::Event;
-use crate::metrics::Metrics;
 
 /// The argv of an exec, as the engine ran it.
 pub(super) fn argv(exec: &ExecInspectResponse) -> Vec<String> {
@@ -25,7 +25,8 @@ pub(super) fn same_command(argv: &[String], detail: Option<&str>) -> bool {
     detail.is_some_and(|d| argv.join(" ").trim() == d.trim())
 }
 
-pub(super) fn is_shell(cmd: &str) -> bool {
+/// Whether `cmd` (a path or a name) is an interactive shell.
+pub fn is_shell(cmd: &str) -> bool {
     let base = cmd.rsplit('/').next().unwrap_or(cmd);
     matches!(
         base,
@@ -44,16 +45,16 @@ pub(super) fn severity(
     tty: Option<bool>,
     argv: &[String],
     user: &str,
-) -> &'static str {
+) -> Severity {
     let shell = argv.first().is_some_and(|c| is_shell(c));
     match (privileged, tty) {
-        (Some(true), _) => "critical",
-        (_, Some(true)) if shell => "high",
+        (Some(true), _) => Severity::Critical,
+        (_, Some(true)) if shell => Severity::High,
         // Unverified: assume the worst the command allows short of critical.
-        (None, _) if shell => "high",
-        (None, _) => "medium",
-        _ if is_root(user) => "medium",
-        _ => "low",
+        (None, _) if shell => Severity::High,
+        (None, _) => Severity::Medium,
+        _ if is_root(user) => Severity::Medium,
+        _ => Severity::Low,
     }
 }
 
@@ -65,7 +66,7 @@ pub(super) fn exec_fields(
     container: Option<&Container>,
     event: &Event,
     claimed: Option<&str>,
-) -> (Record, bool, &'static str) {
+) -> (Record, bool, Severity) {
     let (argv, user, privileged, tty) = match exec {
         Some(e) => {
             let pc = e.process_config.clone().unwrap_or_default();
@@ -128,40 +129,51 @@ pub(super) fn exec_fields(
     r.insert("tty".into(), tty.map_or(Value::Null, Value::from));
     r.insert("command".into(), argv.into());
     r.insert("healthcheck".into(), healthcheck.into());
-    r.insert("severity".into(), severity.into());
     r.insert("enriched".into(), (verified && container.is_some()).into());
     (r, healthcheck, severity)
 }
 
-/// Writes the `exec_end` record of an exec (unless its records are not
-/// written, as for health probes).
-pub(super) fn end_record(
-    audit: &AuditHandle,
-    metrics: &Metrics,
-    open: Open,
-    end_nano: i64,
-    exit_code: Option<i64>,
-) {
+/// Which of an exec's two records.
+pub(super) enum Moment {
+    /// `exec_start`, at the exec's start.
+    Start,
+    /// `exec_end`, at `at_nano`, with the exit code when known.
+    End {
+        at_nano: i64,
+        exit_code: Option<i64>,
+    },
+}
+
+/// Builds the `exec_start` or `exec_end` record of an exec from its fields
+/// and submits it with its severity, unless its records are not written (as
+/// for health probes). The one place `exec_audit` submits a record.
+pub(super) fn submit(audit: &AuditHandle, open: &Open, moment: Moment) {
     if !open.written {
         return;
     }
-    let mut r = open.fields;
-    r.insert("kind".into(), "exec_end".into());
-    r.insert("ts".into(), rfc3339_nanos(end_nano).into());
-    r.insert(
-        "exit_code".into(),
-        exit_code.map_or(Value::Null, Value::from),
-    );
-    r.insert(
-        "duration_ms".into(),
-        if open.start_nano > 0 {
-            Value::from((end_nano - open.start_nano).max(0) / 1_000_000)
-        } else {
-            Value::Null
-        },
-    );
-    metrics.audit_record(open.severity);
-    audit.submit(r);
+    let mut r = open.fields.clone();
+    match moment {
+        Moment::Start => {
+            r.insert("kind".into(), "exec_start".into());
+        }
+        Moment::End { at_nano, exit_code } => {
+            r.insert("kind".into(), "exec_end".into());
+            r.insert("ts".into(), rfc3339_nanos(at_nano).into());
+            r.insert(
+                "exit_code".into(),
+                exit_code.map_or(Value::Null, Value::from),
+            );
+            r.insert(
+                "duration_ms".into(),
+                if open.start_nano > 0 {
+                    Value::from((at_nano - open.start_nano).max(0) / 1_000_000)
+                } else {
+                    Value::Null
+                },
+            );
+        }
+    }
+    audit.submit(r, open.severity);
 }
 
 #[cfg(test)]
@@ -174,32 +186,30 @@ mod tests {
 
     #[test]
     fn severity_ladder() {
+        use Severity::*;
         assert_eq!(
             severity(Some(true), Some(false), &s(&["true"]), "1000"),
-            "critical"
+            Critical
         );
         assert_eq!(
             severity(Some(false), Some(true), &s(&["/bin/bash"]), "1000"),
-            "high"
+            High
         );
-        assert_eq!(
-            severity(Some(false), Some(true), &s(&["top"]), "1000"),
-            "low"
-        );
+        assert_eq!(severity(Some(false), Some(true), &s(&["top"]), "1000"), Low);
         assert_eq!(
             severity(Some(false), Some(false), &s(&["sh", "-c", "x"]), "root"),
-            "medium"
+            Medium
         );
         assert_eq!(
             severity(Some(false), Some(false), &s(&["true"]), "0:0"),
-            "medium"
+            Medium
         );
         assert_eq!(
             severity(Some(false), Some(false), &s(&["true"]), "1000"),
-            "low"
+            Low
         );
-        assert_eq!(severity(None, None, &s(&["sh"]), "1000"), "high");
-        assert_eq!(severity(None, None, &s(&["true"]), "1000"), "medium");
+        assert_eq!(severity(None, None, &s(&["sh"]), "1000"), High);
+        assert_eq!(severity(None, None, &s(&["true"]), "1000"), Medium);
     }
 
     #[test]

@@ -1,0 +1,301 @@
+//! The audit sink: a tamper-evident, append-only JSON-lines log.
+//!
+//! Handlers [`AuditHandle::submit`] records (a JSON object) with their
+//! [`Severity`], without waiting; one writer thread gives each record its
+//! place in the hash chain and writes it. Each line is the record's
+//! canonical JSON with `seq`, `prev_hash` and `hash` added ([`chain`]).
+//! Files rotate and the chain continues across files and restarts
+//! ([`writer`]); [`verify`] checks it all. A replay after a crash is not
+//! written twice ([`identity`]).
+//!
+//! When the file cannot be written (disk full, permissions) records wait in a
+//! bounded buffer and the write is retried every second; healing and metrics
+//! never wait for it. What does not fit in the buffer is dropped and counted.
+//!
+//! This file owns the configuration and the handle handlers hold; it must
+//! not know what handlers put in a record beyond its severity.
+
+mod chain;
+mod identity;
+mod verify;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use tracing::{error, warn};
+
+use crate::metrics::Metrics;
+use writer::{Msg, Writer};
+
+pub use chain::{ChainTail, GENESIS, chain_line, record_hash, rfc3339_nanos};
+pub use identity::identity;
+pub use verify::{VerifyError, verify, verify_inputs};
+pub use writer::rotated;
+
+/// One audit record, before it is chained: a JSON object.
+pub type Record = Map<String, Value>;
+
+/// How much a record matters: its `severity` field and the label of
+/// `dockwarden_audit_records_total{severity}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// `low`, `medium`, `high`, `critical`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// When written data is forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// After every batch of records.
+    Always,
+    /// At most once a second (and on shutdown).
+    Interval,
+    /// Left to the OS.
+    Never,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditConfig {
+    /// The log file, or `-` for stdout.
+    pub path: PathBuf,
+    /// Rotate once the file would grow past this.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+    pub fsync: Fsync,
+    /// Records held in memory while the file cannot be written.
+    pub buffer_records: usize,
+    /// The `host` field; default: the engine's host name.
+    pub host: Option<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            path: PathBuf::from("/var/log/dockwarden/audit.jsonl"),
+            max_bytes: 100 * 1024 * 1024,
+            keep: 10,
+            fsync: Fsync::Interval,
+            buffer_records: 100_000,
+            host: None,
+        }
+    }
+}
+
+/// Where handlers send records. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditHandle {
+    tx: Option<SyncSender<Msg>>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuditHandle {
+    /// A handle that drops everything (no audit handler in use).
+    pub fn disabled(metrics: Arc<Metrics>) -> Self {
+        AuditHandle { tx: None, metrics }
+    }
+
+    /// Queues a record, its `severity` field set and counted in
+    /// `dockwarden_audit_records_total{severity}`; never waits. A full
+    /// queue drops it, counted.
+    pub fn submit(&self, mut record: Record, severity: Severity) {
+        self.metrics.audit_record(severity.label());
+        let Some(tx) = &self.tx else { return };
+        record.insert("severity".into(), severity.label().into());
+        match tx.try_send(Msg::Record(record)) {
+            Ok(()) => self.metrics.audit_buffered(1),
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.queue_full(),
+        }
+    }
+
+    fn queue_full(&self) {
+        self.metrics.audit_dropped();
+        warn!("Audit queue full: record dropped.");
+    }
+}
+
+/// The writer thread.
+pub struct AuditSink {
+    handle: AuditHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AuditSink {
+    /// Starts the writer. Reads the chain's tail from disk first.
+    pub fn start(config: AuditConfig, metrics: Arc<Metrics>) -> AuditSink {
+        let (tx, rx) = sync_channel(8192);
+        let writer = Writer::new(config, metrics.clone());
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx));
+        match thread {
+            Ok(thread) => AuditSink {
+                handle: AuditHandle {
+                    tx: Some(tx),
+                    metrics,
+                },
+                thread: Some(thread),
+            },
+            Err(e) => {
+                error!(error = %e, "Cannot start the audit writer thread; audit records will be dropped.");
+                AuditSink {
+                    handle: AuditHandle::disabled(metrics),
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    pub fn handle(&self) -> AuditHandle {
+        self.handle.clone()
+    }
+
+    /// Writes what is queued, syncs and stops; waits up to `grace`.
+    pub fn close(mut self, grace: Duration) {
+        if let Some(tx) = self.handle.tx.take() {
+            let _ = tx.send(Msg::Close);
+        }
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let deadline = Instant::now() + grace;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            warn!("Audit writer still busy after the grace period; records still queued are lost.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn rec(n: u64) -> Record {
+        let mut r = Record::new();
+        r.insert("kind".into(), Value::from("test"));
+        r.insert("n".into(), Value::from(n));
+        r
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dw-audit-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn write(config: AuditConfig, n: u64, from: u64) {
+        let metrics = Arc::new(Metrics::new());
+        let sink = AuditSink::start(config, metrics);
+        let h = sink.handle();
+        for i in 0..n {
+            h.submit(rec(from + i), Severity::Low);
+        }
+        sink.close(Duration::from_secs(10));
+    }
+
+    #[test]
+    fn chain_survives_rotation_and_restart_and_detects_tampering() {
+        let dir = temp("chain");
+        let path = dir.join("sub/audit.jsonl");
+        let config = AuditConfig {
+            path: path.clone(),
+            max_bytes: 2000,
+            keep: 50,
+            fsync: Fsync::Always,
+            ..AuditConfig::default()
+        };
+        write(config.clone(), 30, 0);
+        write(config.clone(), 30, 30); // a restart: the chain continues
+        assert!(rotated(&path, 1).exists(), "rotated at max_bytes");
+        let mode = fs::metadata(&path)
+            .expect("log exists")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        let files = verify_inputs(&[dir.join("sub")]).expect("inputs");
+        assert_eq!(verify(&files), Ok((60, 1)));
+
+        // Swap two lines of the live file.
+        let text = fs::read_to_string(&path).expect("read");
+        let mut lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() >= 3);
+        lines.swap(1, 2);
+        fs::write(&path, lines.join("\n") + "\n").expect("write");
+        match verify(&files) {
+            Err(VerifyError::Broken { file, line, .. }) => {
+                assert_eq!((file, line), (path.display().to_string(), 2));
+            }
+            other => panic!("swap not detected: {other:?}"),
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unwritable_log_buffers_and_counts() {
+        let dir = temp("unwritable");
+        // A directory where the file should be: every open fails.
+        let path = dir.join("audit.jsonl");
+        fs::create_dir_all(&path).expect("mkdir");
+        let metrics = Arc::new(Metrics::new());
+        let sink = AuditSink::start(
+            AuditConfig {
+                path,
+                buffer_records: 5,
+                ..AuditConfig::default()
+            },
+            metrics.clone(),
+        );
+        let h = sink.handle();
+        for i in 0..8 {
+            h.submit(rec(i), Severity::Medium);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let text = metrics.render();
+        assert!(
+            text.contains("dockwarden_audit_write_errors_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dockwarden_audit_buffered_records 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dockwarden_audit_dropped_records_total 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dockwarden_audit_records_total{severity=\"medium\"} 8"),
+            "counted by the severity submitted with them: {text}"
+        );
+        sink.close(Duration::from_secs(5));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

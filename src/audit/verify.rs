@@ -1,0 +1,143 @@
+//! `dockwarden audit verify`: checks the chain of an audit log and its
+//! rotations, oldest file first, and names the first file and line that was
+//! altered, removed, inserted or reordered.
+//!
+//! It owns reading a log back as evidence; it must not write, and it shares
+//! the line format with the writer only through `chain`.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::Record;
+use super::chain::{ChainTail, GENESIS, record_hash};
+use super::writer::rotated;
+
+/// Why a chain does not verify.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("{file}: cannot read: {reason}")]
+    Read { file: String, reason: String },
+    #[error("{file}:{line}: {problem}")]
+    Broken {
+        file: String,
+        line: usize,
+        problem: String,
+    },
+    #[error("no audit records found")]
+    Empty,
+}
+
+/// Files to verify, oldest first: the files given in order, or for a
+/// directory its `*.jsonl` logs with their rotations (`.N` … `.1`, then the
+/// live file).
+pub fn verify_inputs(args: &[PathBuf]) -> Result<Vec<PathBuf>, VerifyError> {
+    let mut files = Vec::new();
+    for arg in args {
+        if arg.is_dir() {
+            let entries = fs::read_dir(arg).map_err(|e| VerifyError::Read {
+                file: arg.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let mut bases: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect();
+            bases.sort();
+            for base in bases {
+                let mut n = 1;
+                let mut rotations = Vec::new();
+                while rotated(&base, n).exists() {
+                    rotations.push(rotated(&base, n));
+                    n += 1;
+                }
+                files.extend(rotations.into_iter().rev());
+                files.push(base);
+            }
+        } else {
+            files.push(arg.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Checks the chain across `files` (oldest first). Returns the number of
+/// records and the first `seq` (above 1 when older files were rotated away).
+pub fn verify(files: &[PathBuf]) -> Result<(u64, u64), VerifyError> {
+    let mut prev: Option<ChainTail> = None;
+    let mut first_seq = 0;
+    let mut count = 0u64;
+    for file in files {
+        let name = file.display().to_string();
+        let f = File::open(file).map_err(|e| VerifyError::Read {
+            file: name.clone(),
+            reason: e.to_string(),
+        })?;
+        for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
+            let line = line.map_err(|e| VerifyError::Read {
+                file: name.clone(),
+                reason: e.to_string(),
+            })?;
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            let broken = |problem: String| VerifyError::Broken {
+                file: name.clone(),
+                line: i + 1,
+                problem,
+            };
+            let mut record: Record = serde_json::from_slice(&line)
+                .map_err(|e| broken(format!("not a JSON record ({e}): altered or truncated")))?;
+            let hash = match record.remove("hash") {
+                Some(Value::String(h)) => h,
+                _ => return Err(broken("record has no hash".into())),
+            };
+            let seq = record
+                .get("seq")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| broken("record has no seq".into()))?;
+            let prev_hash = record
+                .get("prev_hash")
+                .and_then(Value::as_str)
+                .ok_or_else(|| broken("record has no prev_hash".into()))?
+                .to_owned();
+            let computed = record_hash(&prev_hash, &record).map_err(|e| broken(e.to_string()))?;
+            if computed != hash {
+                return Err(broken(format!(
+                    "record seq {seq} was altered (hash mismatch)"
+                )));
+            }
+            match &prev {
+                None => {
+                    first_seq = seq;
+                    if seq == 1 && prev_hash != GENESIS {
+                        return Err(broken("first record does not start the chain".into()));
+                    }
+                }
+                Some(p) => {
+                    if seq != p.seq + 1 {
+                        return Err(broken(format!(
+                            "seq {seq} follows seq {}: records removed, inserted or reordered",
+                            p.seq
+                        )));
+                    }
+                    if prev_hash != p.hash {
+                        return Err(broken(format!(
+                            "prev_hash does not match the record before (seq {}): records removed, inserted or reordered",
+                            p.seq
+                        )));
+                    }
+                }
+            }
+            prev = Some(ChainTail { seq, hash });
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Err(VerifyError::Empty);
+    }
+    Ok((count, first_seq))
+}

@@ -1,0 +1,456 @@
+//! The audit writer thread: gives each record its place in the chain,
+//! writes it, rotates the file, and continues the chain after a restart.
+//!
+//! Files rotate at `max_bytes` (`audit.jsonl` → `audit.jsonl.1` → ... →
+//! `.keep`); the chain runs on across files, and after a restart it
+//! continues from the last record on disk. When the file cannot be written
+//! (disk full, permissions) records wait in a bounded buffer and the write
+//! is retried every second; what does not fit is dropped and counted. A
+//! record that cannot be encoded is logged, counted and not written; the
+//! next one is. Each such fault is logged and counted in one call.
+//!
+//! It owns the file and the chain's tail; it must not decide what a record
+//! holds, and nothing outside it waits for it.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tracing::{debug, error, info, warn};
+
+use super::chain::{ChainTail, chain_line};
+use super::identity::{Recent, identity};
+use super::{AuditConfig, Fsync, Record};
+use crate::json::EncodeError;
+use crate::metrics::Metrics;
+
+pub(super) enum Msg {
+    Record(Record),
+    /// Write everything, sync, and stop.
+    Close,
+}
+
+pub(super) struct Writer {
+    config: AuditConfig,
+    metrics: Arc<Metrics>,
+    tail: ChainTail,
+    file: Option<File>,
+    size: u64,
+    pending: VecDeque<Record>,
+    dirty: bool,
+    last_sync: Instant,
+    /// When to try writing again after an error.
+    retry_at: Option<Instant>,
+    failing: bool,
+    host: String,
+    /// Identities of the records written lately, against replays.
+    recent: Recent,
+}
+
+/// The `host` field: `[audit] host`, else this machine's host name.
+fn host_name(config: &AuditConfig) -> String {
+    config
+        .host
+        .clone()
+        .or_else(|| {
+            fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+impl Writer {
+    /// Reads the chain's tail and the recent identities from disk.
+    pub(super) fn new(config: AuditConfig, metrics: Arc<Metrics>) -> Writer {
+        let stdout = is_stdout(&config.path);
+        let tail = if stdout {
+            ChainTail::default()
+        } else {
+            match recover_tail(&config.path) {
+                Ok(t) => t,
+                Err(e) => {
+                    error!(path = %config.path.display(), error = %e, "Cannot read the audit log's last record; the chain restarts.");
+                    ChainTail::default()
+                }
+            }
+        };
+        if tail.seq > 0 {
+            info!(path = %config.path.display(), seq = tail.seq, "Audit chain continues from the last record on disk.");
+        }
+        let recent = if stdout {
+            Recent::default()
+        } else {
+            Recent::read_back(&config.path).unwrap_or_else(|e| {
+                error!(path = %config.path.display(), error = %e, "Cannot read back the audit log's records; a replay after a crash may be written again.");
+                Recent::default()
+            })
+        };
+        Writer {
+            recent,
+            host: host_name(&config),
+            config,
+            metrics,
+            tail,
+            file: None,
+            size: 0,
+            pending: VecDeque::new(),
+            dirty: false,
+            last_sync: Instant::now(),
+            retry_at: None,
+            failing: false,
+        }
+    }
+
+    pub(super) fn run(mut self, rx: Receiver<Msg>) {
+        let mut closing = false;
+        loop {
+            let wait = match self.retry_at {
+                Some(t) => t.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(1),
+            };
+            match rx.recv_timeout(wait) {
+                Ok(msg) => {
+                    closing |= self.take(msg);
+                    // Batch whatever else is already queued.
+                    while let Ok(msg) = rx.try_recv() {
+                        closing |= self.take(msg);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => closing = true,
+            }
+            if self.retry_at.is_none_or(|t| Instant::now() >= t) || closing {
+                self.write_pending();
+            }
+            if self.dirty
+                && (self.config.fsync == Fsync::Always
+                    || closing
+                    || (self.config.fsync == Fsync::Interval
+                        && self.last_sync.elapsed() >= Duration::from_secs(1)))
+            {
+                self.sync();
+            }
+            if closing {
+                if !self.pending.is_empty() {
+                    error!(
+                        records = self.pending.len(),
+                        "Audit log not writable at shutdown: records lost."
+                    );
+                }
+                return;
+            }
+        }
+    }
+
+    /// Takes a message into the buffer; true for Close.
+    fn take(&mut self, msg: Msg) -> bool {
+        let mut r = match msg {
+            Msg::Close => return true,
+            Msg::Record(r) => r,
+        };
+        r.entry("host")
+            .or_insert_with(|| Value::from(self.host.clone()));
+        let id = match identity(&r) {
+            Ok(id) => id,
+            Err(e) => {
+                self.unencodable(e);
+                return false;
+            }
+        };
+        if self.recent.is_repeat(&r, id) {
+            // Handled before a crash, replayed since: written already.
+            self.metrics.audit_buffered(-1);
+            debug!("Audit record already written; skipped.");
+            return false;
+        }
+        self.recent.remember(id);
+        if self.pending.len() >= self.config.buffer_records {
+            self.buffer_full();
+        } else {
+            self.pending.push_back(r);
+        }
+        false
+    }
+
+    fn write_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        match self.try_write() {
+            Ok(()) => {
+                if self.failing {
+                    info!(path = %self.config.path.display(), "Audit log writable again.");
+                }
+                self.failing = false;
+                self.retry_at = None;
+            }
+            Err(e) => self.write_failed(e),
+        }
+    }
+
+    /// Writes as much of the buffer as it can. The chain advances only for
+    /// lines that reached the file; a failed write is cut back off.
+    fn try_write(&mut self) -> io::Result<()> {
+        if is_stdout(&self.config.path) {
+            let stdout = io::stdout();
+            let mut out = stdout.lock();
+            while let Some(record) = self.pending.pop_front() {
+                match chain_line(record, &self.tail) {
+                    Ok((line, hash)) => {
+                        out.write_all(&line)?;
+                        self.advance(hash);
+                    }
+                    Err(e) => self.unencodable(e),
+                }
+            }
+            return out.flush();
+        }
+        self.ensure_open()?;
+        let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+        // The hashes of the first pending records, whose lines are in `buf`;
+        // record `i` is the next one after them.
+        let mut hashes: Vec<String> = Vec::new();
+        let mut staged = self.tail.clone();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let (line, hash) = match chain_line(self.pending[i].clone(), &staged) {
+                Ok(chained) => chained,
+                Err(e) => {
+                    self.pending.remove(i);
+                    self.unencodable(e);
+                    continue;
+                }
+            };
+            let used = self.size + buf.len() as u64;
+            if used > 0 && used + line.len() as u64 > self.config.max_bytes {
+                self.flush(&mut buf, &mut hashes)?;
+                self.rotate()?;
+                i = 0;
+                continue;
+            }
+            buf.extend_from_slice(&line);
+            staged = ChainTail {
+                seq: staged.seq + 1,
+                hash: hash.clone(),
+            };
+            hashes.push(hash);
+            i += 1;
+            if buf.len() >= 1 << 20 {
+                self.flush(&mut buf, &mut hashes)?;
+                i = 0;
+            }
+        }
+        self.flush(&mut buf, &mut hashes)
+    }
+
+    /// Writes `buf`, whose lines are the first `hashes.len()` pending
+    /// records, and advances the chain past them.
+    fn flush(&mut self, buf: &mut Vec<u8>, hashes: &mut Vec<String>) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("audit log not open"))?;
+        if let Err(e) = file.write_all(buf) {
+            // Don't leave a torn line for the retry to append after.
+            let _ = file.set_len(self.size);
+            return Err(e);
+        }
+        self.size += buf.len() as u64;
+        self.dirty = true;
+        buf.clear();
+        for hash in hashes.drain(..) {
+            self.pending.pop_front();
+            self.advance(hash);
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, hash: String) {
+        self.tail = ChainTail {
+            seq: self.tail.seq + 1,
+            hash,
+        };
+        self.metrics.audit_buffered(-1);
+    }
+
+    fn ensure_open(&mut self) -> io::Result<()> {
+        if self.file.is_some() {
+            return Ok(());
+        }
+        let path = &self.config.path;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        // An existing file keeps whatever mode it had; an audit log is 0600.
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        self.size = file.metadata()?.len();
+        self.file = Some(file);
+        Ok(())
+    }
+
+    fn sync(&mut self) {
+        if let Some(f) = &self.file
+            && let Err(e) = f.sync_data()
+        {
+            self.sync_failed(e);
+        }
+        self.dirty = false;
+        self.last_sync = Instant::now();
+    }
+
+    /// `audit.jsonl` → `.1`, `.1` → `.2`, ..., dropping what is past `keep`.
+    fn rotate(&mut self) -> io::Result<()> {
+        if let Some(f) = self.file.take() {
+            f.sync_data()?;
+        }
+        let path = &self.config.path;
+        let keep = self.config.keep;
+        let _ = fs::remove_file(rotated(path, keep));
+        for n in (1..keep).rev() {
+            let from = rotated(path, n);
+            if from.exists() {
+                fs::rename(&from, rotated(path, n + 1))?;
+            }
+        }
+        if keep > 0 {
+            fs::rename(path, rotated(path, 1))?;
+        } else {
+            fs::remove_file(path)?;
+        }
+        self.size = 0;
+        self.dirty = false;
+        info!(path = %path.display(), seq = self.tail.seq, "Audit log rotated.");
+        self.ensure_open()
+    }
+
+    // Faults, each logged and counted in one call.
+
+    /// A write failed: counted each time, logged once per outage; the
+    /// records stay buffered and the write is retried in a second.
+    fn write_failed(&mut self, e: io::Error) {
+        self.metrics.audit_write_error();
+        if !self.failing {
+            error!(
+                path = %self.config.path.display(),
+                error = %e,
+                buffered = self.pending.len(),
+                "Cannot write the audit log; records are buffered and retried every second."
+            );
+        }
+        self.failing = true;
+        self.file = None;
+        self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+    }
+
+    fn sync_failed(&self, e: io::Error) {
+        self.metrics.audit_write_error();
+        error!(path = %self.config.path.display(), error = %e, "Cannot fsync the audit log.");
+    }
+
+    /// The buffer is full: the record is dropped (logged unless the log is
+    /// already known to be failing).
+    fn buffer_full(&self) {
+        self.metrics.audit_buffered(-1);
+        self.metrics.audit_dropped();
+        if !self.failing {
+            warn!("Audit buffer full: record dropped.");
+        }
+    }
+
+    /// A record that cannot be encoded is not written; the chain goes on
+    /// with the next.
+    fn unencodable(&self, e: EncodeError) {
+        self.metrics.audit_buffered(-1);
+        self.metrics.encode_error(e.what);
+        error!(what = e.what, error = %e, "Audit record not written: it cannot be encoded.");
+    }
+}
+
+fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// `audit.jsonl.N`.
+pub fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// The last record of the log: in the file, or in `.1` if the file is new.
+fn recover_tail(path: &Path) -> io::Result<ChainTail> {
+    for candidate in [path.to_path_buf(), rotated(path, 1)] {
+        match last_line(&candidate) {
+            Ok(Some(line)) => {
+                let v: Value = serde_json::from_slice(&line).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("last line of {} is not a record: {e}", candidate.display()),
+                    )
+                })?;
+                let seq = v["seq"].as_u64();
+                let hash = v["hash"].as_str();
+                return match (seq, hash) {
+                    (Some(seq), Some(hash)) => Ok(ChainTail {
+                        seq,
+                        hash: hash.to_owned(),
+                    }),
+                    _ => Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("last record of {} has no seq/hash", candidate.display()),
+                    )),
+                };
+            }
+            Ok(None) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ChainTail::default())
+}
+
+/// The last non-empty line of a file, reading backwards from its end.
+fn last_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut end = len;
+    let mut tail: Vec<u8> = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(64 * 1024);
+        let mut chunk = vec![0; (end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        let trimmed_len = tail
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        if let Some(nl) = tail[..trimmed_len].iter().rposition(|b| *b == b'\n') {
+            return Ok(Some(tail[nl + 1..trimmed_len].to_vec()));
+        }
+        end = start;
+    }
+    let trimmed = tail.trim_ascii();
+    Ok((!trimmed.is_empty()).then(|| trimmed.to_vec()))
+}
