@@ -1,0 +1,126 @@
+//! What the source has read already, and where to resume: `since` is
+//! inclusive and the engine replays what is left of its 256-event ring, so
+//! every reconnect resends events that were handled.
+//!
+//! It owns the window of recent event identities (`Event::fingerprint`, the
+//! one identity shared with the checkpoint) and the newest `timeNano` read.
+//! It must not count, log or enqueue anything: the [`Sink`](super::Sink)
+//! does that with its answers.
+
+use std::collections::{HashSet, VecDeque};
+
+use crate::event::Event;
+
+/// Events remembered for deduplicating a replay: more than the engine's
+/// 256-event ring, so everything it can replay is recognised.
+const DEDUP_WINDOW: usize = 4096;
+
+/// Remembers recent events so the inclusive `since` replay is not handled
+/// twice, and where to resume from.
+#[derive(Debug, Default)]
+pub struct Dedup {
+    order: VecDeque<u64>,
+    seen: HashSet<u64>,
+    /// The newest `timeNano` read; the next connection resumes from it.
+    last_time_nano: i64,
+}
+
+impl Dedup {
+    /// True if `event` is new (and remembers it), false for a replay.
+    pub fn admit(&mut self, event: &Event) -> bool {
+        let fp = event.fingerprint();
+        if !self.seen.insert(fp) {
+            return false;
+        }
+        self.order.push_back(fp);
+        if self.order.len() > DEDUP_WINDOW
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        self.last_time_nano = self.last_time_nano.max(event.time_nano);
+        true
+    }
+
+    /// Whether `event` was read already (without remembering it).
+    pub fn has_seen(&self, event: &Event) -> bool {
+        self.seen.contains(&event.fingerprint())
+    }
+
+    /// The `since` query value to resume from, if anything was read.
+    pub fn since(&self) -> Option<String> {
+        (self.last_time_nano > 0).then(|| format_since(self.last_time_nano))
+    }
+
+    /// Resumes from `time_nano` if nothing was read yet: a checkpoint's
+    /// time, or the moment a stream began, so the next connection does not
+    /// miss what happens between this one ending and the next starting.
+    pub fn start_at(&mut self, time_nano: i64) {
+        if self.last_time_nano == 0 {
+            self.last_time_nano = time_nano;
+        }
+    }
+}
+
+/// `secs.nanos`, the form the engine's `since` accepts.
+pub fn format_since(time_nano: i64) -> String {
+    format!(
+        "{}.{:09}",
+        time_nano.div_euclid(1_000_000_000),
+        time_nano.rem_euclid(1_000_000_000)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(t: i64, action: &str, id: &str) -> Event {
+        let line = format!(
+            r#"{{"Type":"container","Action":"{action}","Actor":{{"ID":"{id}","Attributes":{{}}}},"timeNano":{t}}}"#
+        );
+        Event::decode(line.as_bytes()).expect("test event decodes")
+    }
+
+    #[test]
+    fn dedup_drops_inclusive_replay_and_resumes_from_last() {
+        let mut d = Dedup::default();
+        assert_eq!(d.since(), None);
+        assert!(d.admit(&ev(1_000_000_001, "start", "a")));
+        assert!(d.admit(&ev(2_000_000_002, "die", "a")));
+        // Same nanosecond, other container: a different event.
+        assert!(d.admit(&ev(2_000_000_002, "die", "b")));
+        assert_eq!(d.since().as_deref(), Some("2.000000002"));
+        // The replay after reconnecting resends the last events.
+        assert!(!d.admit(&ev(2_000_000_002, "die", "a")));
+        assert!(!d.admit(&ev(2_000_000_002, "die", "b")));
+        assert!(d.admit(&ev(3_000_000_000, "destroy", "a")));
+    }
+
+    #[test]
+    fn dedup_window_is_bounded() {
+        let mut d = Dedup::default();
+        for i in 0..(DEDUP_WINDOW as i64 * 2) {
+            assert!(d.admit(&ev(i + 1, "start", "x")));
+        }
+        assert_eq!(d.seen.len(), DEDUP_WINDOW);
+        assert_eq!(d.order.len(), DEDUP_WINDOW);
+    }
+
+    #[test]
+    fn start_at_sets_the_resume_point_only_before_anything_was_read() {
+        let mut d = Dedup::default();
+        d.start_at(5_000_000_000);
+        assert_eq!(d.since().as_deref(), Some("5.000000000"));
+        d.start_at(9_000_000_000);
+        assert_eq!(d.since().as_deref(), Some("5.000000000"));
+    }
+
+    #[test]
+    fn since_has_nine_decimals() {
+        assert_eq!(
+            format_since(1_700_000_000_000_000_042),
+            "1700000000.000000042"
+        );
+    }
+}

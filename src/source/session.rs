@@ -1,0 +1,259 @@
+//! One connection to the event stream, from negotiating the API version to
+//! the end of the body.
+//!
+//! It owns what a connection must check by itself: that the replay after a
+//! reconnect starts with the last event read (the anchor), and that a silent
+//! stream is alive, since the engine sends no heartbeat and a half-open
+//! connection looks idle. It must not decide when or how soon to reconnect
+//! (the loop in [`super`] does), and it calls the engine only to open the
+//! stream and, after a silence, to probe it — never per event.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
+use tracing::debug;
+
+use super::http::{self, CONNECT_TIMEOUT};
+use super::sink::MAX_BATCH;
+use super::{Lines, Source, SourceError, format_since};
+use crate::clock::unix_nanos;
+use crate::event::Event;
+use crate::internal_events::InternalEvent;
+use crate::internal_events::source::StreamConnected;
+
+/// How a streaming session ended without an error.
+pub(super) enum End {
+    Shutdown,
+    Eof,
+}
+
+/// How long the replay's first event may take after connecting with `since`
+/// before the engine is taken to have lost it.
+const ANCHOR_WAIT: Duration = Duration::from_secs(1);
+
+/// How long the engine may take to answer the idle probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the idle probe found.
+enum Probe {
+    /// The engine logged nothing this stream missed: it is only quiet.
+    Alive,
+    /// The stream is dead, and why.
+    Dead(String),
+    Shutdown,
+}
+
+impl Source {
+    /// One connection: negotiate, stream, return when it ends.
+    pub(super) async fn session(&mut self) -> Result<End, SourceError> {
+        let Some(api) = self.negotiate().await? else {
+            return Ok(End::Shutdown);
+        };
+        let since = self.sink.since();
+        let path = match &since {
+            Some(s) => format!("/v{api}/events?since={s}"),
+            None => format!("/v{api}/events"),
+        };
+        let opened = self
+            .within("the events request", http::open(&self.endpoint, &path))
+            .await?;
+        let Some((mut body, _conn)) = opened else {
+            return Ok(End::Shutdown);
+        };
+        // Without a `since` the next connection would miss what happens
+        // between this one ending and the next starting.
+        self.sink.started_at(unix_nanos());
+
+        // The replay from `since` starts with the last event read (since is
+        // inclusive). If it does not, or nothing comes at all, events were
+        // lost: more than the engine's ring holds, or the engine restarted.
+        let anchor_deadline = self
+            .sink
+            .expect_anchor(since.is_some())
+            .then(|| Instant::now() + ANCHOR_WAIT);
+        self.sessions += 1;
+        self.health.set_connected(true);
+        StreamConnected {
+            endpoint: &self.endpoint.to_string(),
+            api: &api,
+            since: since.as_deref(),
+            reconnect: self.sessions > 1,
+        }
+        .emit(&self.metrics);
+        self.outage.connected();
+        self.stream(&mut body, &api, anchor_deadline).await
+    }
+
+    /// Negotiates the API version with the engine and hands the client to
+    /// the handlers; the version, or None on shutdown.
+    async fn negotiate(&self) -> Result<Option<String>, SourceError> {
+        let docker = self.endpoint.client()?;
+        let endpoint = &self.endpoint;
+        let negotiated = docker
+            .negotiate_version()
+            .map(|r| r.map_err(|e| SourceError::from(endpoint.unreachable(&e))));
+        let Some(docker) = self.within("the version request", negotiated).await? else {
+            return Ok(None);
+        };
+        let version = docker.client_version().to_string();
+        self.docker.set(docker);
+        Ok(Some(version))
+    }
+
+    /// `request` within [`CONNECT_TIMEOUT`]; None on shutdown.
+    async fn within<T>(
+        &self,
+        what: &'static str,
+        request: impl Future<Output = Result<T, SourceError>>,
+    ) -> Result<Option<T>, SourceError> {
+        tokio::select! {
+            r = tokio::time::timeout(CONNECT_TIMEOUT, request) => match r {
+                Err(_) => Err(http::timed_out(&self.endpoint, what)),
+                Ok(r) => r.map(Some),
+            },
+            _ = self.shutdown.cancelled() => Ok(None),
+        }
+    }
+
+    /// Reads the stream until it ends, it goes silent and the engine says
+    /// it is dead, or shutdown.
+    async fn stream(
+        &mut self,
+        body: &mut Incoming,
+        api: &str,
+        anchor_deadline: Option<Instant>,
+    ) -> Result<End, SourceError> {
+        // No heartbeat on the stream: after `idle_ping` of silence, ask the
+        // engine whether it is alive; a half-open connection looks idle.
+        let mut last_frame = Instant::now();
+        let mut watchdog = tokio::time::interval(
+            (self.idle_ping / 4).clamp(Duration::from_millis(250), Duration::from_secs(1)),
+        );
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let frame = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return Ok(End::Shutdown),
+                frame = body.frame() => frame,
+                _ = watchdog.tick() => {
+                    if anchor_deadline.is_some_and(|d| Instant::now() >= d) {
+                        self.sink.anchor_overdue();
+                    }
+                    if last_frame.elapsed() < self.idle_ping {
+                        continue;
+                    }
+                    match self.probe(api).await {
+                        Probe::Shutdown => return Ok(End::Shutdown),
+                        Probe::Dead(why) => {
+                            self.flush_rest();
+                            return Err(SourceError::Stalled {
+                                idle_secs: last_frame.elapsed().as_secs(),
+                                why,
+                            });
+                        }
+                        Probe::Alive => {
+                            debug!(idle_secs = last_frame.elapsed().as_secs(), "Stream idle; the engine answers its ping.");
+                            last_frame = Instant::now();
+                            continue;
+                        }
+                    }
+                }
+            };
+            last_frame = Instant::now();
+            let end = match frame {
+                Some(Ok(frame)) => self.read_burst(frame, body),
+                Some(Err(e)) => Some(Err(http::failed(&self.endpoint, &e))),
+                None => Some(Ok(End::Eof)),
+            };
+            if let Some(end) = end {
+                self.flush_rest();
+                return end;
+            }
+        }
+    }
+
+    /// Feeds `frame` and every frame hyper already holds, then hands the
+    /// batch over. Returns how the stream ended, if it did.
+    fn read_burst(
+        &mut self,
+        frame: Frame<Bytes>,
+        body: &mut Incoming,
+    ) -> Option<Result<End, SourceError>> {
+        self.feed(frame);
+        // The engine sends each event as its own chunk. Take every frame
+        // hyper already holds before handing the batch over: in a burst or a
+        // replay that is one hand-off (and one wake-up of the dispatcher) per
+        // socket read rather than per event.
+        let mut end = None;
+        while self.sink.pending() < MAX_BATCH {
+            match body.frame().now_or_never() {
+                Some(Some(Ok(frame))) => self.feed(frame),
+                Some(Some(Err(e))) => {
+                    end = Some(Err(http::failed(&self.endpoint, &e)));
+                    break;
+                }
+                Some(None) => {
+                    end = Some(Ok(End::Eof));
+                    break;
+                }
+                None => break,
+            }
+        }
+        self.sink.flush();
+        end
+    }
+
+    fn feed(&mut self, frame: Frame<Bytes>) {
+        if let Ok(data) = frame.into_data() {
+            self.framer.push(&data, &mut self.sink);
+        }
+    }
+
+    /// After a silence: is the stream only quiet, or dead?
+    async fn probe(&self, api: &str) -> Probe {
+        let probe = tokio::select! {
+            r = tokio::time::timeout(PROBE_TIMEOUT, self.missed_events(api)) => r,
+            _ = self.shutdown.cancelled() => return Probe::Shutdown,
+        };
+        match probe {
+            Ok(Ok(0)) => Probe::Alive,
+            Ok(Ok(n)) => Probe::Dead(format!(
+                "the engine logged {n} event(s) this stream did not deliver"
+            )),
+            Ok(Err(e)) => Probe::Dead(format!("the engine did not answer a probe ({e})")),
+            Err(_) => Probe::Dead(format!(
+                "the engine did not answer a probe within {}s",
+                PROBE_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// Asks the engine on a fresh connection for what it logged since the
+    /// last event read: anything this stream has not delivered means the
+    /// stream is dead (half-open) though the engine is not.
+    async fn missed_events(&self, api: &str) -> Result<usize, SourceError> {
+        let Some(since) = self.sink.since() else {
+            return Ok(0);
+        };
+        let until = format_since(unix_nanos());
+        let path = format!("/v{api}/events?since={since}&until={until}");
+        let bytes = http::get_all(&self.endpoint, &path).await?;
+        Ok(bytes
+            .split(|b| *b == b'\n')
+            .filter_map(|line| Event::decode(line.trim_ascii()).ok())
+            .filter(|e| !self.sink.has_seen(e))
+            .count())
+    }
+
+    /// A partial line at the end of a connection is a truncated event: it
+    /// is counted as malformed; the replay after reconnecting resends it.
+    fn flush_rest(&mut self) {
+        if let Some(rest) = self.framer.take_rest() {
+            self.sink.line(&rest);
+        }
+        self.sink.flush();
+    }
+}

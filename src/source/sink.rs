@@ -1,0 +1,335 @@
+//! What the lines cut out of the stream become: decoded, checked against
+//! the resume checkpoint and the dedup window, counted, and handed to the
+//! dispatcher in batches.
+//!
+//! It owns the batch, the per-type counters, the anchor check after a
+//! reconnect, and the rate limit on warnings about the stream's content. It
+//! must never wait: a full queue drops the batch (counted) and asks for a
+//! resync, because a stalled reader makes the daemon drop the whole
+//! subscription. It does no I/O besides the non-blocking hand-off.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::IntCounter;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::dedup::Dedup;
+use super::framer::{Lines, MAX_LINE_BYTES, decode_line};
+use crate::dispatch::Enqueue;
+use crate::event::{Event, Labels};
+use crate::internal_events::InternalEvent;
+use crate::internal_events::source::{
+    Deduplicated, EventsDropped, EventsLost, LineTooLong, MalformedLine, WarningsSuppressed,
+};
+use crate::metrics::Metrics;
+use crate::progress::Checkpoint;
+
+/// Most events sent to the dispatcher in one batch.
+pub(super) const MAX_BATCH: usize = 256;
+
+/// Everything the reader does with a line, apart from reading it: decode,
+/// deduplicate, count, enqueue. Public so benchmarks drive the real path.
+pub struct Sink {
+    /// Where a dropped batch or a gap asks for a resync.
+    resync: Option<mpsc::Sender<&'static str>>,
+    /// The checkpoint resumed from: events it covers were handled already.
+    resume: Option<Checkpoint>,
+    /// After connecting with `since`: the first event must be one already
+    /// handled (the anchor). Anything else means the engine lost events.
+    expect_anchor: bool,
+    queue: Enqueue,
+    /// Events of the current frame, sent as one batch.
+    batch: Vec<Arc<Event>>,
+    metrics: Arc<Metrics>,
+    dedup: Dedup,
+    counters: HashMap<Labels, IntCounter>,
+    delivered: u64,
+    warnings: WarnLimit,
+}
+
+impl Lines for Sink {
+    fn line(&mut self, line: &[u8]) {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            return;
+        }
+        let (event, malformed) = decode_line(line);
+        let anchored = std::mem::take(&mut self.expect_anchor);
+        if malformed {
+            let log = self.warnings.allow(&self.metrics);
+            MalformedLine { line, log }.emit(&self.metrics);
+        }
+        let Some(event) = event else { return };
+        if self.resume.as_ref().is_some_and(|cp| cp.covers(&event)) {
+            debug!(event = %event, "Already handled before the restart (checkpoint).");
+            return;
+        }
+        if anchored && !self.dedup.has_seen(&event) {
+            // The replay from `since` did not start with what we had read:
+            // the engine's ring no longer holds it.
+            self.events_lost("ring_overflow");
+        }
+        if !self.dedup.admit(&event) {
+            Deduplicated { event: &event }.emit(&self.metrics);
+            return;
+        }
+        self.delivered += 1;
+        let metrics = &self.metrics;
+        self.counters
+            .entry(event.labels)
+            .or_insert_with(|| metrics.event_counter(event.labels))
+            .inc();
+        self.batch.push(Arc::new(event));
+        if self.batch.len() >= MAX_BATCH {
+            self.flush();
+        }
+    }
+
+    fn overflow(&mut self) {
+        let log = self.warnings.allow(&self.metrics);
+        LineTooLong {
+            limit: MAX_LINE_BYTES,
+            log,
+        }
+        .emit(&self.metrics);
+    }
+}
+
+impl Sink {
+    pub fn new(queue: Enqueue, metrics: Arc<Metrics>) -> Sink {
+        Sink {
+            resync: None,
+            resume: None,
+            expect_anchor: false,
+            queue,
+            batch: Vec::new(),
+            metrics,
+            dedup: Dedup::default(),
+            counters: HashMap::new(),
+            delivered: 0,
+            warnings: WarnLimit::default(),
+        }
+    }
+
+    /// Gaps and drops ask `resync` for a reconciliation.
+    pub fn with_resync(mut self, resync: mpsc::Sender<&'static str>) -> Sink {
+        self.resync = Some(resync);
+        self
+    }
+
+    /// Resumes after `checkpoint`: the events it covers were handled before
+    /// a restart, and the first connection starts from its time.
+    pub fn resuming(mut self, checkpoint: Option<Checkpoint>) -> Sink {
+        if let Some(cp) = &checkpoint {
+            self.dedup.start_at(cp.time_nano);
+        }
+        self.resume = checkpoint;
+        self
+    }
+
+    /// Hands the events read so far to the dispatcher. A full queue drops
+    /// them, counted: the reader never waits.
+    pub fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        if let Err(dropped) = self.queue.try_send(batch) {
+            // A closed queue means shutdown: nothing to count.
+            if !self.queue.is_closed() {
+                self.ask_resync("queue_overflow");
+                let log = self.warnings.allow(&self.metrics);
+                EventsDropped {
+                    events: dropped.len(),
+                    first: dropped.first().map(|e| &**e),
+                    log,
+                }
+                .emit(&self.metrics);
+            }
+        }
+        self.metrics.set_queue_depth(self.queue.depth());
+    }
+
+    /// Events read and not yet handed over.
+    pub fn pending(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// Events delivered to the queue (or dropped because it was full).
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// The `since` query value to resume from, if anything was read (or a
+    /// checkpoint or a connection gave a start).
+    pub fn since(&self) -> Option<String> {
+        self.dedup.since()
+    }
+
+    /// Whether `event` was read already.
+    pub fn has_seen(&self, event: &Event) -> bool {
+        self.dedup.has_seen(event)
+    }
+
+    /// A stream began at `time_nano`: if nothing was read yet, the next
+    /// connection resumes from there.
+    pub fn started_at(&mut self, time_nano: i64) {
+        self.dedup.start_at(time_nano);
+    }
+
+    /// Just connected (`with_since`: with a `since`): if there is an event
+    /// already handled for the replay to start with (something was read,
+    /// or a checkpoint resumed), expects it first. Returns whether it does.
+    pub fn expect_anchor(&mut self, with_since: bool) -> bool {
+        self.expect_anchor = with_since && (self.delivered > 0 || self.resume.is_some());
+        self.expect_anchor
+    }
+
+    /// The time for the replay's first event ran out: if it has still not
+    /// come, the engine restarted (its ring is empty) and events were lost.
+    pub fn anchor_overdue(&mut self) {
+        if std::mem::take(&mut self.expect_anchor) {
+            self.events_lost("engine_restart");
+        }
+    }
+
+    fn events_lost(&self, reason: &'static str) {
+        EventsLost { reason }.emit(&self.metrics);
+        self.ask_resync(reason);
+    }
+
+    /// Schedules a reconciliation; one pending request is enough.
+    fn ask_resync(&self, reason: &'static str) {
+        if let Some(tx) = &self.resync {
+            let _ = tx.try_send(reason);
+        }
+    }
+}
+
+/// At most one warning a second, so garbage cannot flood the log.
+#[derive(Default)]
+struct WarnLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl WarnLimit {
+    /// Whether a warning may be written now; if so, first says how many
+    /// were held back since the last one.
+    fn allow(&mut self, metrics: &Metrics) -> bool {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return false;
+        }
+        if self.suppressed > 0 {
+            WarningsSuppressed {
+                count: std::mem::take(&mut self.suppressed),
+            }
+            .emit(metrics);
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(i: usize) -> String {
+        format!(
+            r#"{{"Type":"container","Action":"start","Actor":{{"ID":"c{i}"}},"timeNano":{}}}"#,
+            i + 1
+        )
+    }
+
+    #[test]
+    fn a_full_queue_drops_counts_and_asks_for_a_resync() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _guard = rt.enter();
+        let (tx, _rx) = crate::dispatch::queue(2);
+        let metrics = Arc::new(Metrics::new());
+        let (resync_tx, mut resync_rx) = mpsc::channel(4);
+        let mut sink = Sink::new(tx, metrics.clone()).with_resync(resync_tx);
+        for i in 0..3 {
+            sink.line(line(i).as_bytes());
+        }
+        sink.flush();
+        assert!(
+            metrics
+                .render()
+                .contains("dockwarden_events_dropped_total 3")
+        );
+        assert_eq!(resync_rx.try_recv().ok(), Some("queue_overflow"));
+        // Every event read is still counted as read.
+        assert!(
+            metrics
+                .render()
+                .contains("dockwarden_events_total{action=\"start\",type=\"container\"} 3")
+        );
+    }
+
+    #[test]
+    fn a_replay_that_does_not_start_with_the_anchor_asks_for_a_resync() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _guard = rt.enter();
+        let (tx, _rx) = crate::dispatch::queue(64);
+        let metrics = Arc::new(Metrics::new());
+        let (resync_tx, mut resync_rx) = mpsc::channel(4);
+        let mut sink = Sink::new(tx, metrics.clone()).with_resync(resync_tx);
+        // Nothing read and no checkpoint: nothing to anchor on.
+        assert!(!sink.expect_anchor(true));
+        sink.line(line(0).as_bytes());
+        // Reconnected: the replay starts with the last event read.
+        assert!(sink.expect_anchor(true));
+        sink.line(line(0).as_bytes());
+        sink.anchor_overdue();
+        assert!(resync_rx.try_recv().is_err());
+        assert!(
+            metrics
+                .render()
+                .contains("dockwarden_events_deduplicated_total 1")
+        );
+        // Reconnected again: the replay starts later, so events were lost.
+        assert!(sink.expect_anchor(true));
+        sink.line(line(5).as_bytes());
+        assert_eq!(resync_rx.try_recv().ok(), Some("ring_overflow"));
+        // Nothing came at all.
+        assert!(sink.expect_anchor(true));
+        sink.anchor_overdue();
+        assert_eq!(resync_rx.try_recv().ok(), Some("engine_restart"));
+        assert_eq!(sink.delivered(), 2);
+    }
+
+    #[test]
+    fn malformed_lines_are_all_counted_though_warnings_are_limited() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _guard = rt.enter();
+        let (tx, _rx) = crate::dispatch::queue(64);
+        let metrics = Arc::new(Metrics::new());
+        let mut sink = Sink::new(tx, metrics.clone());
+        for _ in 0..5 {
+            sink.line(b"not json");
+        }
+        sink.overflow();
+        assert!(
+            metrics
+                .render()
+                .contains("dockwarden_events_malformed_total 6")
+        );
+        assert_eq!(sink.warnings.suppressed, 5);
+    }
+}
