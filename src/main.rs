@@ -1,4 +1,5 @@
-//! The `dockwarden` command line: `run`, `check` and `audit verify`. Parsing
+//! The `dockwarden` command line: `run`, `check`, `audit verify` and
+//! `notify test`. Parsing
 //! arguments and calling into the library only; no logic of its own.
 
 use std::path::PathBuf;
@@ -74,6 +75,25 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Notification targets.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Send a test message to each target; print its HTTP status or the
+    /// error. Exit 0 if all answered 2xx, 1 otherwise, 2 for a bad rules file.
+    Test {
+        /// Rules file defining [notify.targets.NAME].
+        #[arg(long, default_value = "rules/default.toml")]
+        rules: PathBuf,
+        /// Target names.
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -100,6 +120,9 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => verify(&files),
+        Command::Notify {
+            command: NotifyCommand::Test { rules, targets },
+        } => notify_test(&rules, &targets),
         Command::Run {
             rules,
             listen,
@@ -159,6 +182,55 @@ fn verify(args: &[PathBuf]) -> ExitCode {
             err!("{e}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn notify_test(rules: &std::path::Path, targets: &[String]) -> ExitCode {
+    let config = match Config::load_file(rules, &Registry::builtin()) {
+        Ok(c) => c,
+        Err(diags) => {
+            err!("{diags}");
+            return ExitCode::from(2);
+        }
+    };
+    let host = config
+        .audit
+        .host
+        .clone()
+        .unwrap_or_else(dockwarden::notify::this_host);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            err!("dockwarden: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let results = runtime.block_on(dockwarden::notify::test_targets(
+        &config.notify,
+        targets,
+        &host,
+    ));
+    let mut all_ok = true;
+    for (name, result) in results {
+        match result {
+            Ok(status) if (200..300).contains(&status) => out!("{name}: HTTP {status}"),
+            Ok(status) => {
+                all_ok = false;
+                out!("{name}: HTTP {status} (not 2xx)");
+            }
+            Err(reason) => {
+                all_ok = false;
+                out!("{name}: failed: {reason}");
+            }
+        }
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

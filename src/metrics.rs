@@ -47,7 +47,14 @@ pub struct Metrics {
     encode_errors: IntCounterVec,
     reloads: IntCounterVec,
     resyncs: IntCounterVec,
+    notifications: IntCounterVec,
+    notification_queue: IntGaugeVec,
+    notification_breaker_open: IntGaugeVec,
+    notification_latency: HistogramVec,
 }
+
+/// The `result` labels of `dockwarden_notifications_total`.
+pub const NOTIFICATION_RESULTS: [&str; 5] = ["sent", "retried", "failed", "dropped", "coalesced"];
 
 /// Registering a metric fails only on a programming error (a duplicate name
 /// or bad label set), which every test run would show at once.
@@ -316,6 +323,53 @@ impl Metrics {
         ] {
             resyncs.with_label_values(&[reason]);
         }
+        let notifications = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "dockwarden_notifications_total",
+                    "Notifications by target and result: sent, coalesced (delivered inside a summary), failed (refused for good), dropped (queue full) — each message ends in one of these — and retried (attempts that failed and are tried again).",
+                ),
+                &["target", "result"],
+            )
+            .expect("valid metric"),
+        );
+        let notification_queue = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "dockwarden_notification_queue",
+                    "Notifications waiting for their target.",
+                ),
+                &["target"],
+            )
+            .expect("valid metric"),
+        );
+        let notification_breaker_open = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "dockwarden_notification_breaker_open",
+                    "1 while a target's breaker is open (it failed repeatedly; messages wait), else 0.",
+                ),
+                &["target"],
+            )
+            .expect("valid metric"),
+        );
+        let notification_latency = reg(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "dockwarden_notification_latency_seconds",
+                    "From a notification queued to its target's 2xx (retries, rate limit and restarts included).",
+                )
+                .buckets(vec![
+                    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+                ]),
+                &["target"],
+            )
+            .expect("valid metric"),
+        );
         let build_info = reg(
             &r,
             IntGaugeVec::new(
@@ -374,6 +428,10 @@ impl Metrics {
             encode_errors,
             reloads,
             resyncs,
+            notifications,
+            notification_queue,
+            notification_breaker_open,
+            notification_latency,
         }
     }
 
@@ -509,6 +567,43 @@ impl Metrics {
         self.reloads
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
+    }
+
+    /// Creates a notification target's series at zero, so a first
+    /// increase shows as 0 → 1.
+    pub fn notification_target(&self, target: &str) {
+        for result in NOTIFICATION_RESULTS {
+            self.notifications.with_label_values(&[target, result]);
+        }
+        self.notification_queue.with_label_values(&[target]);
+        self.notification_breaker_open.with_label_values(&[target]);
+        self.notification_latency.with_label_values(&[target]);
+    }
+
+    /// `result` is one of [`NOTIFICATION_RESULTS`].
+    pub fn notifications(&self, target: &str, result: &'static str, n: u64) {
+        self.notifications
+            .with_label_values(&[target, result])
+            .inc_by(n);
+    }
+
+    /// Messages entering (+) or leaving (-) a target's queue.
+    pub fn notification_queued(&self, target: &str, delta: i64) {
+        self.notification_queue
+            .with_label_values(&[target])
+            .add(delta);
+    }
+
+    pub fn notification_breaker(&self, target: &str, open: bool) {
+        self.notification_breaker_open
+            .with_label_values(&[target])
+            .set(i64::from(open));
+    }
+
+    pub fn notification_latency(&self, target: &str, latency: Duration) {
+        self.notification_latency
+            .with_label_values(&[target])
+            .observe(latency.as_secs_f64());
     }
 
     /// The registry, for handlers that add metrics of their own.

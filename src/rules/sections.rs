@@ -1,5 +1,6 @@
 //! The sections of the rules file that are not rules: `[server]`,
-//! `[source]`, `[state]`, `[dispatch]` and `[audit]`, each read through a
+//! `[source]`, `[state]`, `[dispatch]`, `[audit]` and `[notify]` (read by
+//! `crate::notify::read`, secret files included), each read through a
 //! [`Table`] with its defaults and ranges. They take effect at start; a
 //! reload reads them only to validate the file.
 
@@ -10,6 +11,7 @@ use std::ops::Range;
 use crate::audit::{AuditConfig, Fsync};
 use crate::config::diag::Collector;
 use crate::config::table::Table;
+use crate::notify::NotifyConfig;
 
 /// Listen address when neither the file nor `--listen` gives one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
@@ -38,6 +40,8 @@ pub struct StateConfig {
 pub struct SourceConfig {
     /// Silence after which the engine is pinged; no answer → reconnect.
     pub idle_ping_secs: u64,
+    /// Down this long, the stream is reported lost (`dockwarden.stream_lost`).
+    pub lost_after_secs: u64,
 }
 
 /// `[dispatch]`: the queue between the stream reader and the handlers.
@@ -57,6 +61,8 @@ pub struct Sections {
     pub state: StateConfig,
     pub dispatch: DispatchConfig,
     pub audit: AuditConfig,
+    /// `[notify.targets.NAME]`: where the `notify` handler sends.
+    pub notify: NotifyConfig,
 }
 
 /// Reads the sections from the file's top table; problems go to `diags`.
@@ -86,6 +92,7 @@ pub fn read(top: &mut Table<'_, '_>, span: &Range<usize>, diags: &RefCell<Collec
         .unwrap_or_else(|| Table::absent("[source]", span.clone(), diags));
     let source_config = SourceConfig {
         idle_ping_secs: source_table.u64_in("idle_ping_secs", 30, 1..86_401),
+        lost_after_secs: source_table.u64_in("lost_after_secs", 30, 1..86_401),
     };
     source_table.finish();
 
@@ -139,11 +146,14 @@ pub fn read(top: &mut Table<'_, '_>, span: &Range<usize>, diags: &RefCell<Collec
         host: audit.str("host").map(|(h, _)| h.to_owned()),
     };
     audit.finish();
+
+    let notify = crate::notify::read(top);
     Sections {
         server: server_config,
         source: source_config,
         state: state_config,
         dispatch: dispatch_config,
         audit: audit_config,
+        notify,
     }
 }

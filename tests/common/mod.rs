@@ -27,6 +27,7 @@ pub mod http;
 pub mod process;
 pub mod prom;
 pub mod proxy;
+pub mod receiver;
 pub mod sidecar;
 
 // Each test file uses only some of them.

@@ -1,0 +1,207 @@
+//! One HTTP attempt at a target, and what its failure means.
+//!
+//! The client is reqwest over rustls (ring, bundled webpki roots: no
+//! OpenSSL, no system CA store, so a static binary works). Redirects are
+//! not followed: a webhook that moved is a configuration problem, and
+//! following one would carry the token to another host. The proxy
+//! variables (`HTTPS_PROXY`, `NO_PROXY`) are honoured.
+//!
+//! It owns the classification of a failure (retry or give up, and how long
+//! the receiver asked to wait); it must not decide when to retry. Error
+//! texts never hold the URL: only the target's host is ever shown.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::RETRY_AFTER;
+
+use super::body::Request;
+use super::config::host_of;
+
+/// Bytes of a refusing answer's body kept for the log line.
+const BODY_PREFIX: usize = 200;
+
+/// Longest `Retry-After` honoured; a larger one is treated as this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Why an attempt did not get a 2xx.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AttemptError {
+    #[error("no answer within {after:?}")]
+    Timeout { after: Duration },
+    #[error("cannot connect to {host}: {reason}")]
+    Connect { host: String, reason: String },
+    #[error("request to {host} failed: {reason}")]
+    Network { host: String, reason: String },
+    #[error("{host} answered HTTP {status}: {body:?}")]
+    Status {
+        host: String,
+        status: u16,
+        /// `Retry-After` in seconds, on a 429 or 503.
+        retry_after: Option<Duration>,
+        /// The first bytes of the body, lossily decoded.
+        body: String,
+    },
+}
+
+impl AttemptError {
+    /// A fixed word for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AttemptError::Timeout { .. } => "timeout",
+            AttemptError::Connect { .. } => "connect",
+            AttemptError::Network { .. } => "network",
+            AttemptError::Status { .. } => "status",
+        }
+    }
+
+    /// Network errors, timeouts, 5xx and 429 may succeed later; any other
+    /// status (a 4xx, a 3xx) will not.
+    pub fn retryable(&self) -> bool {
+        match self {
+            AttemptError::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => true,
+        }
+    }
+
+    /// How long the receiver asked us to wait (429 and 503 only).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AttemptError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The one client of the process, shared by every target (each request
+/// carries its target's timeout).
+pub fn build() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .user_agent(concat!("dockwarden/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| reason(&e.without_url()))
+}
+
+/// POSTs `req`; Ok(status) for a 2xx.
+pub async fn attempt(
+    client: &reqwest::Client,
+    req: &Request,
+    timeout: Duration,
+) -> Result<u16, AttemptError> {
+    let host = host_of(&req.url);
+    let mut builder = client
+        .post(req.url.clone())
+        .timeout(timeout)
+        .body(req.body.clone());
+    for (name, value) in &req.headers {
+        builder = builder.header(name, value);
+    }
+    let mut response = match builder.send().await {
+        Ok(r) => r,
+        Err(e) => return Err(network(e, host, timeout)),
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(status.as_u16());
+    }
+    let retry_after =
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after)
+        } else {
+            None
+        };
+    // The first bytes only: a refusing receiver may send a page of HTML.
+    let mut body = Vec::new();
+    while body.len() < BODY_PREFIX {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body.truncate(BODY_PREFIX);
+    Err(AttemptError::Status {
+        host,
+        status: status.as_u16(),
+        retry_after,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// `Retry-After` in its seconds form (`2`, or `1.5` as Discord sends);
+/// the HTTP-date form is not honoured (the backoff applies instead).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: f64 = value.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER))
+}
+
+fn network(e: reqwest::Error, host: String, timeout: Duration) -> AttemptError {
+    let e = e.without_url();
+    if e.is_timeout() {
+        AttemptError::Timeout { after: timeout }
+    } else if e.is_connect() {
+        AttemptError::Connect {
+            host,
+            reason: reason(&e),
+        }
+    } else {
+        AttemptError::Network {
+            host,
+            reason: reason(&e),
+        }
+    }
+}
+
+/// The error's causes, outermost first, without repeats: "client error
+/// (Connect): tcp connect error: Connection refused (os error 111)".
+fn reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    if parts.is_empty() {
+        parts.push(e.to_string());
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_what_is_retried() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after(" 1.5 "),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+        let status = |status| AttemptError::Status {
+            host: "h".into(),
+            status,
+            retry_after: None,
+            body: String::new(),
+        };
+        assert!(status(500).retryable() && status(503).retryable() && status(429).retryable());
+        assert!(!status(400).retryable() && !status(404).retryable() && !status(301).retryable());
+        assert!(
+            AttemptError::Timeout {
+                after: Duration::from_secs(1)
+            }
+            .retryable()
+        );
+    }
+}
