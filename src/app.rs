@@ -24,7 +24,10 @@ use crate::audit::{AuditHandle, AuditSink};
 use crate::dispatch::Dispatcher;
 use crate::docker::{DockerError, DockerHandle, Endpoint};
 use crate::handlers::{Ctx, Registry};
+use crate::internal_events::emit_unattached;
+use crate::internal_events::lifecycle::Started;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::progress::Progress;
 use crate::reload::ReloadTask;
 use crate::rules::{Config, DEFAULT_LISTEN, Diagnostics};
@@ -153,6 +156,17 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     // Always started (a reload may bring audit rules); the file is opened
     // at the first record.
     let audit = Some(AuditSink::start(config.audit.clone(), metrics.clone()));
+    let host = config
+        .audit
+        .host
+        .clone()
+        .unwrap_or_else(crate::notify::this_host);
+    let notifier = Notifier::start(&config.notify, &config.state.dir, host, metrics.clone());
+    let (queue_tx, queue_rx) = crate::dispatch::queue(config.dispatch.queue_capacity);
+    let own = Arc::new(crate::dispatch::OwnQueue::new(
+        queue_tx.clone(),
+        metrics.clone(),
+    ));
     let ctx = Arc::new(Ctx {
         dry_run: opts.dry_run,
         docker: docker.clone(),
@@ -163,8 +177,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
             .as_ref()
             .map_or_else(|| AuditHandle::disabled(metrics.clone()), AuditSink::handle),
         containers: Arc::default(),
+        own: own.clone(),
+        notify: notifier.handle(),
     });
-    let (queue_tx, queue_rx) = crate::dispatch::queue(config.dispatch.queue_capacity);
     // Resume from the checkpoint; without one, reconcile at startup.
     let resume = crate::progress::load(&config.state.dir);
     match &resume {
@@ -186,6 +201,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         queue_tx.clone(),
         metrics.clone(),
         ctx.containers.clone(),
+        own.clone(),
         shutdown.clone(),
     ));
     let checkpoints = tokio::spawn(crate::progress::checkpoint_task(
@@ -213,9 +229,21 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         idle_ping: Duration::from_secs(config.source.idle_ping_secs),
         resume,
         resync: resync_tx,
+        own: own.clone(),
+        lost_after: Duration::from_secs(config.source.lost_after_secs),
     });
     let mut source = tokio::spawn(source.run());
     let mut dispatcher = tokio::spawn(dispatcher.run());
+    emit_unattached(
+        &Started {
+            version: env!("CARGO_PKG_VERSION"),
+            rules: config.rules.rules.len(),
+            dry_run: opts.dry_run,
+            rules_file: &opts.rules_path.display().to_string(),
+        },
+        &metrics,
+        own.as_ref(),
+    );
 
     // The reader and the dispatcher run until shutdown. If either ends
     // before (a bug: a panic), the sidecar is deaf: say so and exit non-zero
@@ -270,6 +298,8 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     let _ = resync.await;
     let _ = checkpoints.await;
     crate::progress::final_write(&config.state.dir, &progress, &metrics);
+    // Undelivered notifications stay spooled for the next start.
+    notifier.close(Duration::from_secs(2)).await;
     if let Some(audit) = audit {
         // Joins the writer thread: off the async workers.
         let _ = tokio::task::spawn_blocking(move || audit.close(Duration::from_secs(5))).await;

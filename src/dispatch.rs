@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,9 @@ use tracing::{info, warn};
 use crate::containers::Containers;
 use crate::event::Event;
 use crate::handlers::{Ctx, HandlerError, Outcome};
+use crate::internal_events::OwnEvents;
 use crate::lock::lock;
+use crate::metrics::Metrics;
 use crate::progress::Progress;
 use crate::rules::{Rule, Ruleset};
 
@@ -92,6 +94,42 @@ impl Enqueue {
 
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+}
+
+/// The dispatch queue as the sink of dockwarden's own events: each is
+/// counted in `dockwarden_events_total{type="dockwarden"}` and queued like
+/// an event read from the engine, so it is handled after the event that
+/// caused it, in its container's lane. A full queue drops it and counts it.
+pub struct OwnQueue {
+    queue: Enqueue,
+    metrics: Arc<Metrics>,
+    warned: AtomicBool,
+}
+
+impl OwnQueue {
+    pub fn new(queue: Enqueue, metrics: Arc<Metrics>) -> Self {
+        OwnQueue {
+            queue,
+            metrics,
+            warned: AtomicBool::new(false),
+        }
+    }
+}
+
+impl OwnEvents for OwnQueue {
+    fn publish(&self, event: Event) {
+        self.metrics.event_counter(event.labels).inc();
+        let key = event.key.clone();
+        if self.queue.try_send(vec![Arc::new(event)]).is_err() {
+            self.metrics.event_dropped();
+            // Once per overflow spell, not once per event.
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                warn!(event = %key, "Queue full: dropped one of dockwarden's own events; its notifications are lost.");
+            }
+        } else {
+            self.warned.store(false, Ordering::Relaxed);
+        }
     }
 }
 
@@ -382,6 +420,8 @@ mod tests {
             tasks: TaskTracker::new(),
             audit: crate::audit::AuditHandle::disabled(metrics.clone()),
             containers: Arc::default(),
+            own: Arc::new(crate::internal_events::Discard),
+            notify: crate::notify::NotifyHandle::disabled(),
         });
         let tracker = TaskTracker::new();
         let (tx, rx) = queue(64);

@@ -5,13 +5,14 @@
 //! The pipeline, in the order an event travels:
 //! [`source`] (the one `/events` reader) → [`event`] (decode, normalise) →
 //! [`dispatch`] (match [`rules`], order per container, keep [`containers`]
-//! current) → [`handlers`] (act) — with [`internal_events`] logging and
+//! current) → [`handlers`] (act; the `notify` handler hands messages to
+//! [`notify`], which delivers them) — with [`internal_events`] logging and
 //! counting dockwarden's own decisions in [`metrics`], and [`http`] serving
 //! them. [`app`] wires it together; `main.rs` is the CLI.
 //!
 //! Layers, bottom to top (a module uses only those below it; checked by
 //! `tests/layering.rs`): `clock`, `lock`, `json`, `event`, `config` → `metrics`,
-//! `docker` → `audit`, `containers`, `internal_events`, `progress` →
+//! `docker` → `internal_events` → `audit`, `containers`, `notify`, `progress` →
 //! `handlers` → `rules` → `dispatch` → `resync`, `source`, `reload` → `http`
 //! → `app`.
 
@@ -29,6 +30,7 @@ pub mod internal_events;
 pub mod json;
 pub mod lock;
 pub mod metrics;
+pub mod notify;
 pub mod progress;
 pub mod reload;
 pub mod resync;

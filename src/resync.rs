@@ -23,12 +23,14 @@ use std::sync::Arc;
 use bollard::query_parameters::ListContainersOptions;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::containers::{Containers, plain_name};
 use crate::dispatch::Enqueue;
 use crate::docker::DockerHandle;
 use crate::event::{Attributes, Event};
+use crate::internal_events::lifecycle::Resynced;
+use crate::internal_events::{OwnEvents, emit_unattached};
 use crate::metrics::Metrics;
 
 /// Runs resyncs as they are asked for, one at a time; requests that arrive
@@ -39,6 +41,7 @@ pub async fn resync_task(
     queue: Enqueue,
     metrics: Arc<Metrics>,
     containers: Arc<Containers>,
+    own: Arc<dyn OwnEvents>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -62,12 +65,15 @@ pub async fn resync_task(
             }
         };
         match reconcile(&client, &queue, &metrics, &containers).await {
-            Ok((containers, synthetic)) => {
-                info!(
+            Ok((containers, synthetic)) => emit_unattached(
+                &Resynced {
                     reason,
-                    containers, synthetic, "Resynced from the engine's current state."
-                )
-            }
+                    containers,
+                    synthetic,
+                },
+                &metrics,
+                own.as_ref(),
+            ),
             Err(e) => {
                 warn!(reason, error = %e, "Resync failed; the next gap or restart retries it.")
             }

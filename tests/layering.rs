@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["clock", "lock", "json", "event", "config"],
     &["metrics", "docker"],
-    &["audit", "containers", "internal_events", "progress"],
+    &["internal_events"],
+    &["audit", "containers", "notify", "progress"],
     &["handlers"],
     &["rules"],
     &["dispatch"],

@@ -4,7 +4,8 @@
 //! (default `"info"`). The line carries the key, container name, image, short
 //! ID and the attributes relevant to that kind of event (exit code, signal,
 //! exec ID and command, health status, network container); never the whole
-//! attribute map, which holds every container label.
+//! attribute map, which holds every container label. For dockwarden's own
+//! events (`dockwarden.*`), their fields.
 
 use std::sync::Arc;
 
@@ -19,6 +20,10 @@ pub struct LogFactory;
 impl Factory for LogFactory {
     fn name(&self) -> &'static str {
         "log"
+    }
+
+    fn own_events(&self) -> bool {
+        true
     }
 
     fn build(&self, rule: &RuleSpec, with: &mut Table<'_, '_>) -> Arc<dyn Handler> {
@@ -48,6 +53,22 @@ struct Log {
 
 /// The attributes worth a log line, by action.
 fn relevant(event: &Event) -> String {
+    // dockwarden's own events: their fields, which are few and bounded.
+    if let Some(fields) = &event.fields {
+        let mut out = String::new();
+        for (k, v) in fields.iter() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(k);
+            out.push('=');
+            match v {
+                serde_json::Value::String(s) => out.push_str(s),
+                other => out.push_str(&other.to_string()),
+            }
+        }
+        return out;
+    }
     let keys: &[&str] = match (&*event.typ, &*event.action) {
         ("container", "die") => &["exitCode"],
         ("container", "kill") => &["signal"],

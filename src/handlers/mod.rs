@@ -11,10 +11,12 @@
 //! must not know the rules module. The [`Registry`] owns the families'
 //! observers.
 
+pub mod emit;
 pub mod exec_audit;
 pub mod heal;
 pub mod log;
 pub mod network_audit;
+pub mod notify;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -30,7 +32,11 @@ use crate::config::table::Table;
 use crate::containers::Containers;
 use crate::docker::DockerHandle;
 use crate::event::Event;
+use crate::internal_events::{InternalEvent, OwnEvents};
 use crate::metrics::Metrics;
+use crate::notify::NotifyHandle;
+
+pub use emit::{About, Emitter};
 
 /// A boxed future, so handlers can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -132,6 +138,27 @@ pub struct Ctx {
     /// What dockwarden knows of each container, kept current by the
     /// dispatcher; handlers read it instead of inspecting on their own.
     pub containers: Arc<Containers>,
+    /// Where dockwarden's own `dockwarden.*` events go: the dispatch queue.
+    pub own: Arc<dyn OwnEvents>,
+    /// The notification targets' queues.
+    pub notify: NotifyHandle,
+}
+
+impl Ctx {
+    /// What scheduled work uses to log, count and route its facts.
+    pub fn emitter(&self) -> Emitter {
+        Emitter::new(
+            self.metrics.clone(),
+            self.containers.clone(),
+            self.own.clone(),
+        )
+    }
+
+    /// Logs and counts `fact`; a keyed one is also routed through the rules
+    /// as an event about `about`.
+    pub fn emit(&self, fact: &dyn InternalEvent, about: Option<About<'_>>) {
+        self.emitter().emit(fact, about);
+    }
 }
 
 /// What a handler is told of the rule it serves: no more than it needs, so
@@ -143,6 +170,9 @@ pub struct RuleSpec {
     /// `match.exit_code`, for handlers that check it against the engine
     /// ([`Factory::verifies_exit_code`]).
     pub exit_code: Option<ExitCode>,
+    /// The names under `[notify.targets]`, for the `notify` handler to
+    /// check its `target` against.
+    pub notify_targets: Arc<[String]>,
 }
 
 /// A handler bound to one rule's parameters.
@@ -184,6 +214,14 @@ pub trait Factory: Send + Sync + 'static {
         false
     }
 
+    /// Whether the handler may act on dockwarden's own `dockwarden.*`
+    /// events. Handlers that heal or audit must not (an action's own event
+    /// must never trigger another action); `log` and `notify` do. A rule
+    /// whose `on` matches a `dockwarden.*` key is rejected for the others.
+    fn own_events(&self) -> bool {
+        false
+    }
+
     /// The observer this family needs, shared by all its handlers.
     fn observer(&self) -> Option<Arc<dyn Observer>> {
         None
@@ -216,6 +254,7 @@ impl Registry {
         r.register(Box::new(heal::RaiseMemoryFactory(healer)));
         r.register(Box::new(exec_audit::ExecAuditFactory(Arc::default())));
         r.register(Box::new(network_audit::NetworkAuditFactory::default()));
+        r.register(Box::new(notify::NotifyFactory));
         r
     }
 

@@ -52,6 +52,7 @@ impl InternalEvent for Suppressed<'_> {
             ("action", json!(self.action)),
             ("failure", json!(self.failure)),
             ("reason", json!(self.reason)),
+            ("dry_run", json!(self.dry_run)),
         ]
     }
 
@@ -119,6 +120,7 @@ impl InternalEvent for BreakerOpened<'_> {
             ("failure", json!(self.failure)),
             ("max_restarts", json!(self.max_restarts)),
             ("window_secs", json!(self.window_secs)),
+            ("dry_run", json!(self.dry_run)),
         ]
     }
 
@@ -152,7 +154,10 @@ impl InternalEvent for BreakerClosed<'_> {
     }
 
     fn fields(&self) -> Vec<(&'static str, Value)> {
-        vec![("reason", json!(self.reason))]
+        vec![
+            ("reason", json!(self.reason)),
+            ("dry_run", json!(self.dry_run)),
+        ]
     }
 
     fn emit(&self, metrics: &Metrics) {
@@ -181,6 +186,8 @@ pub struct Acted<'a> {
     pub action: &'static str,
     pub failure: &'a str,
     pub attempt: u32,
+    /// The rule's `max_restarts`: attempt N of this.
+    pub max_restarts: u32,
     pub backoff: Duration,
     pub result: ActionResult,
     /// Failure event read → action call issued, backoff excluded.
@@ -214,6 +221,7 @@ impl InternalEvent for Acted<'_> {
             ("rule", json!(self.rule)),
             ("result", json!(self.result_label())),
             ("attempt", json!(self.attempt)),
+            ("max_restarts", json!(self.max_restarts)),
             ("backoff_ms", json!(self.backoff.as_millis() as u64)),
             ("failure", json!(self.failure)),
         ];

@@ -31,7 +31,9 @@ pub(super) fn compile(
         state: state_config,
         dispatch: dispatch_config,
         audit: audit_config,
+        notify: notify_config,
     } = sections::read(&mut top, &span, diags);
+    let notify_targets: Arc<[String]> = notify_config.names().into();
 
     let mut rules: Vec<Arc<Rule>> = Vec::new();
     let mut names: BTreeMap<String, usize> = BTreeMap::new();
@@ -51,7 +53,9 @@ pub(super) fn compile(
                 };
                 let what = format!("rule #{}", i + 1);
                 let table = Table::new(Some(t), item.span(), what, diags);
-                if let Some(rule) = compile_rule(table, registry, &mut names, source) {
+                if let Some(rule) =
+                    compile_rule(table, registry, &mut names, source, &notify_targets)
+                {
                     rules.push(Arc::new(rule));
                 }
             }
@@ -73,6 +77,7 @@ pub(super) fn compile(
         state: state_config,
         dispatch: dispatch_config,
         audit: audit_config,
+        notify: notify_config,
         rules: Arc::new(Ruleset { rules, observers }),
     })
 }
@@ -82,6 +87,7 @@ fn compile_rule(
     registry: &Registry,
     names: &mut BTreeMap<String, usize>,
     source: &str,
+    notify_targets: &Arc<[String]>,
 ) -> Option<Rule> {
     let name = t.required_str("name");
     if let Some((n, span)) = &name {
@@ -162,6 +168,29 @@ fn compile_rule(
         }
     }
 
+    if let (Some(f), Some(patterns)) = (factory, &on)
+        && !f.own_events()
+    {
+        for (p, span) in patterns {
+            let own = glob(p).ok().and_then(|g| {
+                let g = g.compile_matcher();
+                crate::event::known_labels()
+                    .filter(|l| l.typ == "dockwarden" && l.action != crate::event::OTHER)
+                    .map(|l| format!("{}.{}", l.typ, l.action))
+                    .find(|k| g.is_match(k))
+            });
+            if let Some(key) = own {
+                t.error(
+                    span.clone(),
+                    format!(
+                        "handler \"{}\" never acts on dockwarden's own events, but \"{p}\" matches {key}; name the engine's events (e.g. \"container.*\")",
+                        f.name()
+                    ),
+                );
+            }
+        }
+    }
+
     let matcher = match t.table("match", format!("[rule.match] of {label}")) {
         Some(m) => compile_matcher(m, on_set.as_ref()),
         None => Some(Matcher::default()),
@@ -178,6 +207,7 @@ fn compile_rule(
     let spec = RuleSpec {
         name: Arc::from(name.as_ref().map_or("", |(n, _)| *n)),
         exit_code: matcher.as_ref().and_then(|m| m.exit_code.clone()),
+        notify_targets: notify_targets.clone(),
     };
     let built = factory.map(|f| f.build(&spec, &mut with));
     // Parameters of an unknown handler cannot be judged: don't report them.

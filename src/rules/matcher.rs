@@ -1,5 +1,7 @@
 //! `[rule.match]`: the conditions on an event's container, compiled once
-//! and checked for every event the rule's `on` matches.
+//! and checked for every event the rule's `on` matches. `name`, `image` and
+//! `labels` hold for dockwarden's own events too (they carry the
+//! container's); `severity` applies to `dockwarden.exec` only.
 
 use globset::{GlobMatcher, GlobSet};
 use toml::de::DeValue;
@@ -20,6 +22,8 @@ pub struct Matcher {
     /// the forgeable attribute here.
     pub(super) exit_code_by_handler: bool,
     status: Option<String>,
+    /// `severity`: for `dockwarden.exec` only.
+    severity: Option<Vec<String>>,
 }
 
 impl Matcher {
@@ -58,9 +62,24 @@ impl Matcher {
         {
             return false;
         }
+        if let Some(wanted) = &self.severity
+            && event.key == "dockwarden.exec"
+        {
+            let severity = event
+                .fields
+                .as_ref()
+                .and_then(|f| f.get("severity"))
+                .and_then(|v| v.as_str());
+            if !severity.is_some_and(|s| wanted.iter().any(|w| w == s)) {
+                return false;
+            }
+        }
         true
     }
 }
+
+/// The grades of an audited exec, lowest first.
+const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 
 pub(super) fn compile_matcher(mut m: Table<'_, '_>, on: Option<&GlobSet>) -> Option<Matcher> {
     let mut ok = true;
@@ -164,6 +183,31 @@ pub(super) fn compile_matcher(mut m: Table<'_, '_>, on: Option<&GlobSet>) -> Opt
             }
         }
     });
+    let severity = m.strings("severity").and_then(|levels| {
+        if let Some((_, first)) = levels.first()
+            && on.is_some_and(|on| !on.is_match("dockwarden.exec"))
+        {
+            m.error(
+                first.clone(),
+                "`severity` applies to dockwarden.exec only, which this rule's `on` never matches",
+            );
+        }
+        let mut out = Vec::new();
+        for (level, span) in levels {
+            if SEVERITIES.contains(&level) {
+                out.push(level.to_owned());
+            } else {
+                m.error(
+                    span,
+                    format!(
+                        "`severity` must list levels of {}, found \"{level}\"",
+                        SEVERITIES.join(", ")
+                    ),
+                );
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    });
     m.finish();
 
     let name = name.map(|g| g.ok_or(())).transpose();
@@ -176,6 +220,7 @@ pub(super) fn compile_matcher(mut m: Table<'_, '_>, on: Option<&GlobSet>) -> Opt
             exit_code,
             exit_code_by_handler: false,
             status,
+            severity,
         }),
         _ => None,
     }

@@ -28,6 +28,7 @@ use crate::config::diag::Collector;
 pub use crate::config::diag::{Diagnostic, Diagnostics};
 use crate::event::Event;
 use crate::handlers::{Handler, Observer, Registry};
+use crate::notify::NotifyConfig;
 pub use matcher::Matcher;
 pub use sections::{DEFAULT_LISTEN, DispatchConfig, ServerConfig, SourceConfig, StateConfig};
 
@@ -40,6 +41,8 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     /// `[audit]`: the sink of `exec_audit` and `network_audit`.
     pub audit: AuditConfig,
+    /// `[notify.targets.*]`: where `notify` rules send.
+    pub notify: NotifyConfig,
     pub rules: Arc<Ruleset>,
 }
 
@@ -331,5 +334,64 @@ status = "unhealthy"
             s.contains("rule \"x\" is missing required key `handler`"),
             "{s}"
         );
+    }
+
+    fn own(action: &str, name: &str, fields: serde_json::Value) -> Event {
+        let mut attrs = crate::event::Attributes::default();
+        attrs.push("name", name);
+        let mut e = Event::new("dockwarden", action, "c1".into(), attrs, 1);
+        e.synthetic = true;
+        e.fields = fields.as_object().cloned().map(std::sync::Arc::new);
+        e
+    }
+
+    #[test]
+    fn own_events_match_by_key_name_and_severity() {
+        let c = load(
+            r#"
+[[rule]]
+name = "tell-ops"
+on = ["dockwarden.breaker_open", "dockwarden.exec"]
+handler = "log"
+[rule.match]
+name = ["web-*"]
+severity = ["high", "critical"]
+"#,
+        )
+        .expect("valid");
+        let high = serde_json::json!({"severity": "high"});
+        let low = serde_json::json!({"severity": "low"});
+        assert_eq!(names(&c, &own("exec", "web-1", high.clone())), ["tell-ops"]);
+        assert!(names(&c, &own("exec", "web-1", low)).is_empty());
+        assert!(names(&c, &own("exec", "db-1", high)).is_empty());
+        // `severity` does not constrain other keys.
+        let open = own("breaker_open", "web-1", serde_json::json!({}));
+        assert_eq!(names(&c, &open), ["tell-ops"]);
+    }
+
+    #[test]
+    fn healing_and_auditing_never_take_own_events() {
+        let d = load("[[rule]]\nname = \"r\"\non = [\"*\"]\nhandler = \"restart\"\n")
+            .err()
+            .expect("a restart rule on every key would act on its own restarts");
+        let s = d.to_string();
+        assert!(
+            s.starts_with("t.toml:3:7: handler \"restart\" never acts on dockwarden's own events, but \"*\" matches dockwarden."),
+            "{s}"
+        );
+        load("[[rule]]\nname = \"r\"\non = [\"*\"]\nhandler = \"log\"\n").expect("log may");
+    }
+
+    #[test]
+    fn severity_needs_dockwarden_exec_and_known_levels() {
+        let d = load("[[rule]]\nname = \"r\"\non = [\"container.die\"]\nhandler = \"log\"\n[rule.match]\nseverity = [\"high\", \"urgent\"]\n")
+            .err()
+            .expect("invalid");
+        let s = d.to_string();
+        assert!(
+            s.contains("t.toml:6:13: `severity` applies to dockwarden.exec only"),
+            "{s}"
+        );
+        assert!(s.contains("t.toml:6:21: `severity` must list levels of low, medium, high, critical, found \"urgent\""), "{s}");
     }
 }

@@ -21,8 +21,8 @@
 //!
 //! `[rule.with]`: `include_healthchecks` (default false).
 //!
-//! This file holds the handler and its exec tracking; `record` builds and
-//! grades the records.
+//! This file holds the handler and its exec tracking; `record` builds,
+//! grades and submits the records.
 
 mod record;
 
@@ -34,16 +34,17 @@ use bollard::models::ExecInspectResponse;
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use super::{BoxFuture, Ctx, Factory, Handler, HandlerError, Observer, Outcome, RuleSpec};
-use crate::audit::Record;
+use super::{About, BoxFuture, Ctx, Factory, Handler, HandlerError, Observer, Outcome, RuleSpec};
+use crate::audit::{Record, Severity};
 use crate::config::table::Table;
 use crate::containers::Container;
 use crate::docker::retry;
 use crate::event::Event;
-use crate::internal_events::InternalEvent;
 use crate::internal_events::audit::ExecStarted;
 use crate::lock::lock;
-use record::{argv, end_record, exec_fields, same_command};
+use record::{Moment, argv, exec_fields, same_command, submit};
+
+pub use record::is_shell;
 
 /// Execs remembered between start and end; the oldest go past this.
 const MAX_OPEN_EXECS: usize = 10_000;
@@ -57,8 +58,8 @@ struct Open {
     fields: Record,
     /// Whether its records are written (probes are not, by default).
     written: bool,
-    /// As graded at its start: labels the records' metric.
-    severity: &'static str,
+    /// As graded at its start: both records carry it.
+    severity: Severity,
     verified: bool,
 }
 
@@ -175,44 +176,45 @@ impl ExecAudit {
         let exec = self.find_exec(docker, event, container.as_deref()).await;
         let claimed = event.attr("execID").map(str::to_owned);
 
-        let (mut r, healthcheck, severity) = exec_fields(
+        let (fields, healthcheck, severity) = exec_fields(
             exec.as_ref(),
             container.as_deref(),
             event,
             claimed.as_deref(),
         );
-        r.insert("kind".into(), "exec_start".into());
         let verified = exec.is_some();
-        let exec_id = exec.as_ref().and_then(|e| e.id.clone());
-        let written = !healthcheck || self.include_healthchecks;
-        ExecStarted {
-            container: container
-                .as_deref()
-                .map_or(event.actor_id.as_str(), |c| c.name.as_str()),
-            record: &r,
-            healthcheck,
-            severity,
-            written,
-        }
-        .emit(&ctx.metrics);
-        if written {
-            ctx.metrics.audit_record(severity);
-            ctx.audit.submit(r.clone());
-        }
-        if !verified {
-            warn!(container = %event.actor_id, claimed = ?claimed, "Exec not verified with the engine; audited as unverified.");
-        }
-        let key = exec_id
-            .clone()
-            .unwrap_or_else(|| format!("unverified:{}:{}", event.actor_id, event.time_nano));
         let open = Open {
             container_id: event.actor_id.clone(),
             start_nano: event.time_nano,
-            fields: r,
-            written,
+            fields,
+            written: !healthcheck || self.include_healthchecks,
             severity,
             verified,
         };
+        let name = container
+            .as_deref()
+            .map_or(event.actor_id.as_str(), |c| c.name.as_str());
+        ctx.emit(
+            &ExecStarted {
+                container: name,
+                record: &open.fields,
+                healthcheck,
+                severity: severity.label(),
+                written: open.written,
+            },
+            Some(About {
+                id: &event.actor_id,
+                name,
+            }),
+        );
+        submit(&ctx.audit, &open, Moment::Start);
+        if !verified {
+            warn!(container = %event.actor_id, claimed = ?claimed, "Exec not verified with the engine; audited as unverified.");
+        }
+        let key = exec
+            .as_ref()
+            .and_then(|e| e.id.clone())
+            .unwrap_or_else(|| format!("unverified:{}:{}", event.actor_id, event.time_nano));
         // An exec that fails to start (unknown user, missing binary, denied
         // capabilities) never gets an exec_die: it ends with no process (pid
         // 0) and an exit code, usually just after its exec_start event. Look
@@ -231,7 +233,6 @@ impl ExecAudit {
     fn check_failed_start(&self, ctx: &Ctx, docker: Docker, exec_id: String) {
         let state = self.state.clone();
         let audit = ctx.audit.clone();
-        let metrics = ctx.metrics.clone();
         let shutdown = ctx.shutdown.clone();
         ctx.tasks.spawn(async move {
             for delay_ms in [0u64, 200, 1000, 5000] {
@@ -251,8 +252,11 @@ impl ExecAudit {
                     let Some(open) = lock(&state.open).remove(&exec_id) else {
                         return;
                     };
-                    let now = crate::clock::unix_nanos();
-                    end_record(&audit, &metrics, open, now, Some(code));
+                    let end = Moment::End {
+                        at_nano: crate::clock::unix_nanos(),
+                        exit_code: Some(code),
+                    };
+                    submit(&audit, &open, end);
                     return;
                 }
             }
@@ -371,14 +375,13 @@ impl ExecAudit {
                     .map(|c| c.image.clone())
                     .map_or(Value::Null, Value::from),
             );
-            r.insert("severity".into(), "medium".into());
             r.insert("enriched".into(), false.into());
             Open {
                 container_id: event.actor_id.clone(),
                 start_nano: 0,
                 fields: r,
                 written: true,
-                severity: "medium",
+                severity: Severity::Medium,
                 verified: false,
             }
         });
@@ -392,6 +395,10 @@ impl ExecAudit {
     }
 
     fn write_end(&self, ctx: &Ctx, open: Open, end_nano: i64, exit_code: Option<i64>) {
-        end_record(&ctx.audit, &ctx.metrics, open, end_nano, exit_code);
+        let end = Moment::End {
+            at_nano: end_nano,
+            exit_code,
+        };
+        submit(&ctx.audit, &open, end);
     }
 }

@@ -16,8 +16,8 @@ use super::facts::{Facts, describe};
 use super::policy::{Failure, Kind};
 use super::{Heal, recreate};
 use crate::event::Event;
+use crate::handlers::About;
 use crate::handlers::{Ctx, HandlerError};
-use crate::internal_events::InternalEvent;
 use crate::internal_events::heal::{Acted, ActionResult};
 
 impl Heal {
@@ -37,11 +37,12 @@ impl Heal {
             return;
         };
         let healer = self.healer.clone();
-        let metrics = ctx.metrics.clone();
+        let emitter = ctx.emitter();
         let containers = ctx.containers.clone();
         let rule_name = self.rule.name.clone();
         let event = event.clone();
         let stop_timeout = self.params.stop_timeout_secs;
+        let max_restarts = self.params.max_restarts;
         ctx.tasks.spawn(async move {
             let name = facts.name.clone();
             let kind = plan.kind;
@@ -75,6 +76,7 @@ impl Heal {
                 action: kind.label(),
                 failure: &describe(plan.failure),
                 attempt: plan.attempt,
+                max_restarts,
                 backoff: plan.delay,
                 result: match result {
                     Ok(Some(done)) => ActionResult::Ok(done),
@@ -87,7 +89,13 @@ impl Heal {
                 reaction,
                 latency,
             };
-            done.emit(&metrics);
+            emitter.emit(
+                &done,
+                Some(About {
+                    id: &facts.id,
+                    name: &name,
+                }),
+            );
             containers.record_action(&facts.id, kind.label(), done.result_label());
         });
     }

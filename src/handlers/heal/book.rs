@@ -13,8 +13,7 @@ use tracing::info;
 use super::facts::Facts;
 use crate::containers::signal_number;
 use crate::event::Event;
-use crate::handlers::{BoxFuture, Ctx, Observer};
-use crate::internal_events::InternalEvent;
+use crate::handlers::{About, BoxFuture, Ctx, Observer};
 use crate::internal_events::heal::BreakerClosed;
 use crate::lock::lock;
 
@@ -209,12 +208,14 @@ impl Observer for Healer {
                             ..Entry::default()
                         };
                         // A dry run's breaker was never counted open.
-                        BreakerClosed {
-                            container: &name,
-                            reason: "started by hand",
-                            dry_run: ctx.dry_run,
-                        }
-                        .emit(&ctx.metrics);
+                        ctx.emit(
+                            &BreakerClosed {
+                                container: &name,
+                                reason: "started by hand",
+                                dry_run: ctx.dry_run,
+                            },
+                            Some(About { id, name: &name }),
+                        );
                     }
                 }
                 "rename" => {
@@ -239,12 +240,14 @@ impl Observer for Healer {
                     if ours && let Some(mut e) = book.remove(&name) {
                         e.call_off(&name, "destroyed");
                         if e.breaker_open {
-                            BreakerClosed {
-                                container: &name,
-                                reason: "destroyed",
-                                dry_run: ctx.dry_run,
-                            }
-                            .emit(&ctx.metrics);
+                            ctx.emit(
+                                &BreakerClosed {
+                                    container: &name,
+                                    reason: "destroyed",
+                                    dry_run: ctx.dry_run,
+                                },
+                                Some(About { id, name: &name }),
+                            );
                         }
                         ctx.metrics.forget_container(&name);
                     }

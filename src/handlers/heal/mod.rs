@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::{BoxFuture, Ctx, Factory, Handler, HandlerError, Observer, Outcome, RuleSpec};
+use super::{About, BoxFuture, Ctx, Factory, Handler, HandlerError, Observer, Outcome, RuleSpec};
 use crate::config::ExitCode;
 use crate::config::table::Table;
 use crate::event::Event;
@@ -119,15 +119,20 @@ impl Heal {
             Outcome::Skipped
         };
         if matches!(self.kind, Kind::RaiseMemory { .. }) && facts.memory == 0 {
-            Suppressed {
-                container: &facts.name,
-                rule: &rule.name,
-                action,
-                failure: &what,
-                reason: "the container has no memory limit to raise",
-                dry_run: ctx.dry_run,
-            }
-            .emit(&ctx.metrics);
+            ctx.emit(
+                &Suppressed {
+                    container: &facts.name,
+                    rule: &rule.name,
+                    action,
+                    failure: &what,
+                    reason: "the container has no memory limit to raise",
+                    dry_run: ctx.dry_run,
+                },
+                Some(About {
+                    id: &facts.id,
+                    name: &facts.name,
+                }),
+            );
             return Outcome::Skipped;
         }
         // An OOM kill of a child leaves the main process running: restart
@@ -174,27 +179,37 @@ impl Heal {
         let plan = match decision {
             Decision::Ignore(why) => return not_healing(why),
             Decision::Suppress(why) => {
-                Suppressed {
-                    container: &facts.name,
-                    rule: &rule.name,
-                    action,
-                    failure: &what,
-                    reason: &why,
-                    dry_run: ctx.dry_run,
-                }
-                .emit(&ctx.metrics);
+                ctx.emit(
+                    &Suppressed {
+                        container: &facts.name,
+                        rule: &rule.name,
+                        action,
+                        failure: &what,
+                        reason: &why,
+                        dry_run: ctx.dry_run,
+                    },
+                    Some(About {
+                        id: &facts.id,
+                        name: &facts.name,
+                    }),
+                );
                 return Outcome::Skipped;
             }
             Decision::OpenBreaker => {
-                BreakerOpened {
-                    container: &facts.name,
-                    rule: &rule.name,
-                    failure: &what,
-                    max_restarts: self.params.max_restarts,
-                    window_secs: self.params.window.as_secs(),
-                    dry_run: ctx.dry_run,
-                }
-                .emit(&ctx.metrics);
+                ctx.emit(
+                    &BreakerOpened {
+                        container: &facts.name,
+                        rule: &rule.name,
+                        failure: &what,
+                        max_restarts: self.params.max_restarts,
+                        window_secs: self.params.window.as_secs(),
+                        dry_run: ctx.dry_run,
+                    },
+                    Some(About {
+                        id: &facts.id,
+                        name: &facts.name,
+                    }),
+                );
                 return Outcome::Skipped;
             }
             Decision::Escalate => Plan {

@@ -1,0 +1,286 @@
+//! Notifications end to end, against the real engine and a real HTTP
+//! receiver on loopback: dockwarden's own events (`dockwarden.*`) routed by
+//! the rules to the `notify` handler, in order, filtered by severity, muted
+//! by label, and the event stream's outage told and its return.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::FaultProxy;
+use common::receiver::{Received, Receiver};
+use common::{
+    Cleanup, Dockwarden, docker_ok, require_docker, require_test_image, test_image, unique,
+    wait_until,
+};
+
+fn setup() -> Cleanup {
+    require_docker();
+    require_test_image();
+    Cleanup::new()
+}
+
+fn target(receiver: &Receiver) -> String {
+    format!(
+        r#"
+[notify.targets.ops]
+kind = "webhook"
+url = "{}"
+timeout_secs = 2
+max_per_minute = 1000
+"#,
+        receiver.url("/hook")
+    )
+}
+
+/// The webhook bodies received, as JSON, in arrival order.
+fn bodies(received: &[Received]) -> Vec<serde_json::Value> {
+    received.iter().map(Received::json).collect()
+}
+
+fn about(bodies: &[serde_json::Value], name: &str) -> Vec<serde_json::Value> {
+    bodies
+        .iter()
+        .filter(|b| b["container"]["name"] == name)
+        .cloned()
+        .collect()
+}
+
+/// Acceptance 1: a crash loop under a `notify` rule on `dockwarden.restart`
+/// and `dockwarden.breaker_open` sends one message per restart, with its
+/// attempt, then one "gave up", in that order. A container labelled
+/// `dockwarden.notify=false` crashing alongside is healed but never told.
+#[test]
+fn a_crash_loop_notifies_each_restart_then_gives_up_in_order() {
+    let clean = setup();
+    let receiver = Receiver::start();
+    let rules = format!(
+        r#"{target}
+[[rule]]
+name = "heal"
+on = ["container.die"]
+handler = "restart"
+[rule.match]
+labels = {{ "dwt.notify-test" = "true" }}
+[rule.with]
+max_restarts = 3
+window_secs = 60
+then = "none"
+backoff_initial_ms = 100
+backoff_max_secs = 1
+
+[[rule]]
+name = "tell-ops"
+on = ["dockwarden.restart", "dockwarden.breaker_open"]
+handler = "notify"
+[rule.with]
+target = "ops"
+"#,
+        target = target(&receiver)
+    );
+    let mut dw = Dockwarden::start(&rules);
+    dw.wait_ready(Duration::from_secs(20));
+    let loud = clean.container(unique("notify-loop"));
+    let muted = clean.container(unique("notify-muted"));
+    for (name, extra) in [(&loud, None), (&muted, Some("dockwarden.notify=False"))] {
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--label",
+            "dwt.notify-test=true",
+        ];
+        if let Some(label) = extra {
+            args.extend(["--label", label]);
+        }
+        let image = test_image();
+        args.extend([image.as_str(), "sh", "-c", "sleep 0.3; exit 3"]);
+        docker_ok(&args);
+    }
+    // 3 restarts and a breaker for `loud`: 4 messages.
+    let got = receiver.wait_for(4, Duration::from_secs(40));
+    // The muted container's breaker opens too: wait for it, then for any
+    // message that should not come.
+    assert!(
+        dw.wait_for_log(&format!("container={muted}"), Duration::from_secs(5))
+            && wait_until(Duration::from_secs(30), || {
+                let m = dw.metrics();
+                m.get(
+                    "dockwarden_events_total",
+                    &[("type", "dockwarden"), ("action", "breaker_open")],
+                ) >= 2.0
+            }),
+        "the muted container's breaker never opened:\n{}",
+        dw.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let all = bodies(&receiver.requests());
+    let loud_msgs = about(&all, &loud);
+    let keys: Vec<(String, Option<u64>)> = loud_msgs
+        .iter()
+        .map(|b| {
+            (
+                b["key"].as_str().unwrap_or_default().to_owned(),
+                b["fields"]["attempt"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("dockwarden.restart".to_owned(), Some(1)),
+            ("dockwarden.restart".to_owned(), Some(2)),
+            ("dockwarden.restart".to_owned(), Some(3)),
+            ("dockwarden.breaker_open".to_owned(), None),
+        ],
+        "messages about {loud}, in order: {got:#?}"
+    );
+    assert_eq!(
+        loud_msgs[1]["text"],
+        format!("{loud} restarted (exit 3, attempt 2 of 3, after a 200ms backoff)")
+    );
+    assert_eq!(loud_msgs[3]["title"], format!("gave up on {loud}"));
+    assert!(
+        about(&all, &muted).is_empty(),
+        "muted container told: {all:#?}"
+    );
+    assert_eq!(all.len(), 4, "only {loud}'s messages: {all:#?}");
+    // Each message has its own id, sent as the Idempotency-Key too.
+    let requests = receiver.requests();
+    let ids: std::collections::BTreeSet<&str> =
+        all.iter().filter_map(|b| b["id"].as_str()).collect();
+    assert_eq!(ids.len(), 4);
+    for (r, b) in requests.iter().zip(&all) {
+        assert_eq!(r.header("idempotency-key"), b["id"].as_str());
+    }
+    let m = dw.metrics();
+    assert_eq!(
+        m.get(
+            "dockwarden_events_total",
+            &[("type", "dockwarden"), ("action", "restart")]
+        ),
+        6.0,
+        "3 restarts each of two containers, counted as dockwarden's own events"
+    );
+    assert_eq!(
+        m.get(
+            "dockwarden_notifications_total",
+            &[("target", "ops"), ("result", "sent")]
+        ),
+        4.0
+    );
+}
+
+/// Acceptance 7: under `match.severity = ["high", "critical"]`, a root
+/// shell with a TTY is told (`high`); `true` as uid 1000 is not (`low`).
+#[test]
+fn only_high_severity_execs_are_told() {
+    let clean = setup();
+    let receiver = Receiver::start();
+    let audit_dir = common::TempDir::new("dw-notify-audit");
+    let rules = format!(
+        r#"{target}
+[audit]
+path = "{audit}"
+
+[[rule]]
+name = "audit"
+on = ["container.exec_start", "container.exec_die"]
+handler = "exec_audit"
+
+[[rule]]
+name = "tell-ops"
+on = ["dockwarden.exec"]
+handler = "notify"
+[rule.match]
+severity = ["high", "critical"]
+[rule.with]
+target = "ops"
+"#,
+        target = target(&receiver),
+        audit = audit_dir.path().join("audit.jsonl").display()
+    );
+    let mut dw = Dockwarden::start(&rules);
+    dw.wait_ready(Duration::from_secs(20));
+    let name = clean.container(unique("notify-exec"));
+    docker_ok(&["run", "-d", "--name", &name, &test_image(), "sleep", "120"]);
+    docker_ok(&["exec", "-u", "1000", &name, "true"]);
+    docker_ok(&["exec", "-t", "-u", "0", &name, "sh", "-c", "exit 0"]);
+    let got = receiver.wait_for(1, Duration::from_secs(15));
+    // Both execs were audited (so the low one was seen and filtered).
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            dw.metrics().get(
+                "dockwarden_events_total",
+                &[("type", "dockwarden"), ("action", "exec")],
+            ) >= 2.0
+        }),
+        "both execs should be dockwarden.exec events:\n{}",
+        dw.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let all = bodies(&receiver.requests());
+    assert_eq!(all.len(), 1, "one notification, for the shell: {got:#?}");
+    let b = &all[0];
+    assert_eq!(b["key"], "dockwarden.exec");
+    assert_eq!(b["severity"], "high");
+    assert_eq!(b["fields"]["severity"], "high");
+    assert_eq!(b["container"]["name"], name.as_str());
+    assert_eq!(
+        b["text"],
+        format!("shell in {name} as 0 (tty): sh -c exit 0")
+    );
+}
+
+/// `dockwarden.stream_lost` once the stream has been down for `[source]
+/// lost_after_secs`, and `dockwarden.stream_restored` when it is back: the
+/// engine behind a proxy that refuses connections for a while.
+#[test]
+fn a_long_outage_of_the_stream_is_told_and_so_is_its_end() {
+    let _clean = setup();
+    let receiver = Receiver::start();
+    let proxy = FaultProxy::start();
+    let rules = format!(
+        r#"{target}
+[source]
+lost_after_secs = 2
+
+[[rule]]
+name = "tell-ops"
+on = ["dockwarden.stream_*"]
+handler = "notify"
+[rule.with]
+target = "ops"
+"#,
+        target = target(&receiver)
+    );
+    let mut dw = Dockwarden::start_with(&rules, &[], &[("DOCKER_HOST", &proxy.docker_host())]);
+    dw.wait_ready(Duration::from_secs(20));
+    // A blip shorter than the limit says nothing.
+    proxy.cut_all();
+    assert!(
+        dw.wait_for_log(
+            "Reconnected to the Docker event stream",
+            Duration::from_secs(10)
+        ),
+        "no reconnect after a cut:\n{}",
+        dw.log()
+    );
+    proxy.set_refuse(true);
+    proxy.cut_all();
+    let lost = receiver.wait_for(1, Duration::from_secs(15));
+    assert_eq!(lost.len(), 1, "stream_lost not told:\n{}", dw.log());
+    assert_eq!(lost[0].json()["key"], "dockwarden.stream_lost");
+    assert_eq!(lost[0].json()["severity"], "critical");
+    proxy.set_refuse(false);
+    let both = receiver.wait_for(2, Duration::from_secs(40));
+    assert_eq!(both.len(), 2, "stream_restored not told:\n{}", dw.log());
+    let restored = both[1].json();
+    assert_eq!(restored["key"], "dockwarden.stream_restored");
+    assert!(
+        restored["fields"]["down_secs"]
+            .as_u64()
+            .is_some_and(|s| s >= 2)
+    );
+}
