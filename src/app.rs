@@ -160,7 +160,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         .audit
         .host
         .clone()
-        .unwrap_or_else(crate::notify::this_host);
+        .unwrap_or_else(crate::config::this_host);
     let notifier = Notifier::start(&config.notify, &config.state.dir, host, metrics.clone());
     let (queue_tx, queue_rx) = crate::dispatch::queue(config.dispatch.queue_capacity);
     let own = Arc::new(crate::dispatch::OwnQueue::new(

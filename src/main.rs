@@ -197,7 +197,7 @@ fn notify_test(rules: &std::path::Path, targets: &[String]) -> ExitCode {
         .audit
         .host
         .clone()
-        .unwrap_or_else(dockwarden::notify::this_host);
+        .unwrap_or_else(dockwarden::config::this_host);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -72,46 +72,9 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// RFC 3339 UTC with nanoseconds, from Unix nanoseconds.
-pub fn rfc3339_nanos(time_nano: i64) -> String {
-    let secs = time_nano.div_euclid(1_000_000_000);
-    let nanos = time_nano.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_with_nanos() {
-        assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            rfc3339_nanos(1_700_000_000_123_456_789),
-            "2023-11-14T22:13:20.123456789Z"
-        );
-        assert_eq!(
-            rfc3339_nanos(951_782_400_000_000_001),
-            "2000-02-29T00:00:00.000000001Z"
-        );
-    }
 
     #[test]
     fn a_line_is_canonical_json_whose_hash_covers_the_rest() {

@@ -32,7 +32,7 @@ use tracing::{error, warn};
 use crate::metrics::Metrics;
 use writer::{Msg, Writer};
 
-pub use chain::{ChainTail, GENESIS, chain_line, record_hash, rfc3339_nanos};
+pub use chain::{ChainTail, GENESIS, chain_line, record_hash};
 pub use identity::identity;
 pub use verify::{VerifyError, verify, verify_inputs};
 pub use writer::rotated;

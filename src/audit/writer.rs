@@ -55,17 +55,7 @@ pub(super) struct Writer {
 
 /// The `host` field: `[audit] host`, else this machine's host name.
 fn host_name(config: &AuditConfig) -> String {
-    config
-        .host
-        .clone()
-        .or_else(|| {
-            fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-        })
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".to_owned())
+    config.host.clone().unwrap_or_else(crate::config::this_host)
 }
 
 impl Writer {

@@ -23,3 +23,14 @@ impl ExitCode {
         }
     }
 }
+
+/// This machine's host name: what audit records and notifications name as
+/// their `host` when the rules file (`[audit] host`) names none.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}

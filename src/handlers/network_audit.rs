@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use super::{BoxFuture, Ctx, Factory, Handler, Outcome, RuleSpec};
-use crate::audit::{Record, Severity, rfc3339_nanos};
+use crate::audit::{Record, Severity};
+use crate::clock::rfc3339_nanos;
 use crate::config::table::Table;
 use crate::event::Event;
 

@@ -137,7 +137,7 @@ pub fn render(target: &TargetConfig, msg: &Message, host: &str) -> Result<Reques
 pub fn webhook_body(msg: &Message, host: &str) -> Value {
     json!({
         "id": msg.id,
-        "time": rfc3339_nanos(msg.time_nano),
+        "time": crate::clock::rfc3339_nanos(msg.time_nano),
         "host": host,
         "key": msg.key,
         "severity": msg.severity,
@@ -262,32 +262,6 @@ fn header_text(s: &str) -> HeaderValue {
         base64::engine::general_purpose::STANDARD.encode(clean.as_bytes())
     );
     HeaderValue::from_str(&word).unwrap_or_else(|_| HeaderValue::from_static("-"))
-}
-
-/// RFC 3339 UTC with nanoseconds: the same form as the audit log's `ts`
-/// (`audit::rfc3339_nanos`, which sits in this layer and so cannot be
-/// used from here).
-pub fn rfc3339_nanos(time_nano: i64) -> String {
-    let secs = time_nano.div_euclid(1_000_000_000);
-    let nanos = time_nano.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]

@@ -294,14 +294,3 @@ fn test_message(host: &str, now: i64) -> Message {
         fields: Map::new(),
     }
 }
-
-/// This machine's host name, for messages when the file names none (the
-/// same rule as the audit log's `host`).
-pub fn this_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".to_owned())
-}

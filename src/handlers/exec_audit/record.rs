@@ -8,7 +8,8 @@ use bollard::models::ExecInspectResponse;
 use serde_json::Value;
 
 use super::Open;
-use crate::audit::{AuditHandle, Record, Severity, rfc3339_nanos};
+use crate::audit::{AuditHandle, Record, Severity};
+use crate::clock::rfc3339_nanos;
 use crate::containers::Container;
 use crate::event::Event;
 
