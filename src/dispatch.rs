@@ -225,7 +225,9 @@ impl Dispatcher {
                 let observers = rules.observed(&event).then(|| rules.clone());
                 let view = Containers::wants(&event);
                 if matched.is_empty() && observers.is_none() && !view {
-                    metrics.event_handled(lag(&event));
+                    if let Some(lag) = lag(&event) {
+                        metrics.event_handled(lag);
+                    }
                     if let Some(seq) = seq {
                         self.progress.done(seq);
                     }
@@ -344,7 +346,9 @@ impl Lanes {
                 );
             }
         }
-        ctx.metrics.event_handled(lag(&work.event));
+        if let Some(lag) = lag(&work.event) {
+            ctx.metrics.event_handled(lag);
+        }
         if let Some(seq) = work.seq {
             self.progress.done(seq);
         }
@@ -352,8 +356,11 @@ impl Lanes {
 }
 
 /// Now minus the engine's event time; zero if the clocks disagree.
-fn lag(event: &Event) -> Duration {
-    crate::clock::since_nanos(event.time_nano)
+/// Engine event time → end of its handling. None for dockwarden's own
+/// events, stamped with the time of the engine event they answer (a
+/// restart's comes after its backoff): they are not the engine's lag.
+fn lag(event: &Event) -> Option<Duration> {
+    (event.typ != "dockwarden").then(|| crate::clock::since_nanos(event.time_nano))
 }
 
 #[cfg(test)]

@@ -284,3 +284,187 @@ target = "ops"
             .is_some_and(|s| s >= 2)
     );
 }
+
+/// Acceptance 5: 200 crashes across 20 containers within a minute, under
+/// `max_per_minute = 10`: at most 10 requests in any minute, and the
+/// summaries account for every restart (each body stands for one message,
+/// or for the `fields.ids` it lists).
+#[test]
+fn a_crash_storm_is_rate_limited_and_every_restart_accounted() {
+    let clean = setup();
+    let receiver = Receiver::start();
+    let rules = format!(
+        r#"
+[notify.targets.ops]
+kind = "webhook"
+url = "{url}"
+max_per_minute = 10
+
+[[rule]]
+name = "heal"
+on = ["container.die"]
+handler = "restart"
+[rule.match]
+labels = {{ "dwt.storm" = "true" }}
+[rule.with]
+max_restarts = 10
+window_secs = 120
+then = "none"
+backoff_initial_ms = 0
+
+[[rule]]
+name = "tell-ops"
+on = ["dockwarden.restart"]
+handler = "notify"
+[rule.with]
+target = "ops"
+"#,
+        url = receiver.url("/hook")
+    );
+    let mut dw = Dockwarden::start(&rules);
+    dw.wait_ready(Duration::from_secs(20));
+    let image = test_image();
+    for i in 0..20 {
+        let name = clean.container(unique(&format!("storm{i}")));
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            "dwt.storm=true",
+            &image,
+            "sh",
+            "-c",
+            "sleep 0.2; exit 3",
+        ]);
+    }
+    let restarts = || {
+        dw.metrics().get(
+            "dockwarden_events_total",
+            &[("type", "dockwarden"), ("action", "restart")],
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || restarts() >= 200.0),
+        "200 restarts within a minute, got {}",
+        restarts()
+    );
+    let accounted = |bodies: &[serde_json::Value]| -> usize {
+        bodies
+            .iter()
+            .map(|b| b["fields"]["ids"].as_array().map_or(1, Vec::len))
+            .sum()
+    };
+    // The held messages go out as summaries once the window allows.
+    assert!(
+        wait_until(Duration::from_secs(90), || accounted(&bodies(
+            &receiver.requests()
+        )) >= 200),
+        "not every restart accounted: {} of 200",
+        accounted(&bodies(&receiver.requests()))
+    );
+    let requests = receiver.requests();
+    let all = bodies(&requests);
+    assert_eq!(accounted(&all), 200, "each restart once: {all:#?}");
+    let ids: std::collections::BTreeSet<String> = all
+        .iter()
+        .flat_map(|b| match b["fields"]["ids"].as_array() {
+            Some(ids) => ids
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect(),
+            None => vec![b["id"].as_str().unwrap_or_default().to_owned()],
+        })
+        .collect();
+    assert_eq!(ids.len(), 200, "200 distinct messages");
+    // At most 10 requests in any 60 s.
+    for (i, first) in requests.iter().enumerate() {
+        let in_window = requests[i..]
+            .iter()
+            .filter(|r| r.at.duration_since(first.at) < Duration::from_secs(60))
+            .count();
+        assert!(in_window <= 10, "{in_window} requests within a minute");
+    }
+    assert!(
+        all.iter()
+            .any(|b| b["text"].as_str().is_some_and(|t| t.contains(" more"))),
+        "a summary says how many more: {all:#?}"
+    );
+}
+
+/// Acceptance 6: kill -9 while 50 messages wait for a dead receiver. After
+/// a restart on the same state dir, with the receiver up, all 50 arrive,
+/// each id once.
+#[test]
+fn messages_queued_for_a_dead_receiver_survive_kill_9() {
+    let clean = setup();
+    let receiver = Receiver::start_down();
+    let state = common::TempDir::new("dw-notify-state");
+    let audit = state.path().join("audit.jsonl");
+    let rules = format!(
+        r#"
+[notify.targets.ops]
+kind = "webhook"
+url = "{url}"
+max_per_minute = 1000
+backoff_initial_ms = 100
+backoff_max_secs = 1
+breaker_cooldown_secs = 1
+
+[audit]
+path = "{audit}"
+
+[[rule]]
+name = "audit"
+on = ["container.exec_start", "container.exec_die"]
+handler = "exec_audit"
+
+[[rule]]
+name = "tell-ops"
+on = ["dockwarden.exec"]
+handler = "notify"
+[rule.with]
+target = "ops"
+"#,
+        url = receiver.url("/hook"),
+        audit = audit.display()
+    );
+    let state_dir = state.path().join("state");
+    let state_arg = state_dir.display().to_string();
+    let args = ["--state-dir", state_arg.as_str()];
+    let mut dw = Dockwarden::start_with(&rules, &args, &[]);
+    dw.wait_ready(Duration::from_secs(20));
+    let name = clean.container(unique("notify-kill"));
+    docker_ok(&["run", "-d", "--name", &name, &test_image(), "sleep", "300"]);
+    for _ in 0..50 {
+        docker_ok(&["exec", &name, "true"]);
+    }
+    let exec_events = || {
+        dw.metrics().get(
+            "dockwarden_events_total",
+            &[("type", "dockwarden"), ("action", "exec")],
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || exec_events() >= 50.0),
+        "50 dockwarden.exec events, got {}",
+        exec_events()
+    );
+    // Let the checkpoint (written every second) pass the execs, so the
+    // restart does not replay them, then die hard.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(receiver.count(), 0, "the receiver was down");
+    dw.kill9();
+    receiver.up();
+    let mut again = Dockwarden::start_with(&rules, &args, &[]);
+    again.wait_ready(Duration::from_secs(20));
+    let got = receiver.wait_for(50, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let all = bodies(&receiver.requests());
+    let ids: std::collections::BTreeSet<&str> =
+        all.iter().filter_map(|b| b["id"].as_str()).collect();
+    assert_eq!(ids.len(), 50, "50 distinct messages: {got:#?}");
+    assert_eq!(all.len(), 50, "each id once");
+    assert!(all.iter().all(|b| b["key"] == "dockwarden.exec"));
+}

@@ -20,6 +20,10 @@ pub struct About<'a> {
     pub id: &'a str,
     /// Its name, for when the view no longer holds it (destroyed).
     pub name: &'a str,
+    /// The time of the engine event the fact answers. It stamps the own
+    /// event, so a replay of that engine event (after a crash) gives an own
+    /// event of the same identity, and a notification of the same id.
+    pub cause_nano: i64,
 }
 
 /// Logs, counts and routes facts; cheap to clone into scheduled tasks.
@@ -49,11 +53,11 @@ impl Emitter {
         if fact.key().is_none() {
             return;
         }
-        let (id, attributes) = match about {
-            Some(a) => (a.id, self.attributes(a)),
-            None => ("", Attributes::default()),
+        let (id, attributes, time_nano) = match about {
+            Some(a) => (a.id, self.attributes(a), a.cause_nano),
+            None => ("", Attributes::default(), crate::clock::unix_nanos()),
         };
-        if let Some(event) = own_event(fact, id, attributes, crate::clock::unix_nanos()) {
+        if let Some(event) = own_event(fact, id, attributes, time_nano) {
             self.own.publish(event);
         }
     }

@@ -94,6 +94,7 @@ impl Heal {
                 Some(About {
                     id: &facts.id,
                     name: &name,
+                    cause_nano: event.time_nano,
                 }),
             );
             containers.record_action(&facts.id, kind.label(), done.result_label());

@@ -214,7 +214,11 @@ impl Observer for Healer {
                                 reason: "started by hand",
                                 dry_run: ctx.dry_run,
                             },
-                            Some(About { id, name: &name }),
+                            Some(About {
+                                id,
+                                name: &name,
+                                cause_nano: event.time_nano,
+                            }),
                         );
                     }
                 }
@@ -246,7 +250,11 @@ impl Observer for Healer {
                                     reason: "destroyed",
                                     dry_run: ctx.dry_run,
                                 },
-                                Some(About { id, name: &name }),
+                                Some(About {
+                                    id,
+                                    name: &name,
+                                    cause_nano: event.time_nano,
+                                }),
                             );
                         }
                         ctx.metrics.forget_container(&name);

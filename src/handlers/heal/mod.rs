@@ -131,6 +131,7 @@ impl Heal {
                 Some(About {
                     id: &facts.id,
                     name: &facts.name,
+                    cause_nano: event.time_nano,
                 }),
             );
             return Outcome::Skipped;
@@ -191,6 +192,7 @@ impl Heal {
                     Some(About {
                         id: &facts.id,
                         name: &facts.name,
+                        cause_nano: event.time_nano,
                     }),
                 );
                 return Outcome::Skipped;
@@ -208,6 +210,7 @@ impl Heal {
                     Some(About {
                         id: &facts.id,
                         name: &facts.name,
+                        cause_nano: event.time_nano,
                     }),
                 );
                 return Outcome::Skipped;
