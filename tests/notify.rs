@@ -71,7 +71,7 @@ backoff_max_secs = 1
 
 [[rule]]
 name = "tell-ops"
-on = ["dockwarden.restart", "dockwarden.breaker_open"]
+on = ["dockwarden.restart", "dockwarden.breaker_open", "dockwarden.breaker_closed"]
 handler = "notify"
 [rule.with]
 target = "ops"
@@ -154,6 +154,26 @@ target = "ops"
     for (r, b) in requests.iter().zip(&all) {
         assert_eq!(r.header("idempotency-key"), b["id"].as_str());
     }
+    // Removing both closes both breakers; only `loud`'s is told, though
+    // the muted container is gone from the container view by then.
+    docker_ok(&["rm", "-f", &loud, &muted]);
+    let got = receiver.wait_for(5, Duration::from_secs(15));
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            dw.metrics().get(
+                "dockwarden_events_total",
+                &[("type", "dockwarden"), ("action", "breaker_closed")],
+            ) >= 2.0
+        }),
+        "both breakers close on destroy:\n{}",
+        dw.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let all = bodies(&receiver.requests());
+    assert_eq!(all.len(), 5, "{got:#?}");
+    assert_eq!(all[4]["key"], "dockwarden.breaker_closed");
+    assert_eq!(all[4]["container"]["name"], loud.as_str());
+    assert_eq!(all[4]["fields"]["reason"], "destroyed");
     let m = dw.metrics();
     assert_eq!(
         m.get(
@@ -168,7 +188,7 @@ target = "ops"
             "dockwarden_notifications_total",
             &[("target", "ops"), ("result", "sent")]
         ),
-        4.0
+        5.0
     );
 }
 

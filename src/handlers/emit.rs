@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::containers::Containers;
-use crate::event::Attributes;
+use crate::event::{Attributes, Event};
 use crate::internal_events::{InternalEvent, OwnEvents, own_event};
 use crate::metrics::Metrics;
 
@@ -20,10 +20,12 @@ pub struct About<'a> {
     pub id: &'a str,
     /// Its name, for when the view no longer holds it (destroyed).
     pub name: &'a str,
-    /// The time of the engine event the fact answers. It stamps the own
-    /// event, so a replay of that engine event (after a crash) gives an own
-    /// event of the same identity, and a notification of the same id.
-    pub cause_nano: i64,
+    /// The engine event the fact answers. Its time stamps the own event,
+    /// so a replay of that engine event (after a crash) gives an own event
+    /// of the same identity, and a notification of the same id; its
+    /// attributes stand in for the container view's when the view no longer
+    /// holds the container (a `destroy`).
+    pub cause: &'a Event,
 }
 
 /// Logs, counts and routes facts; cheap to clone into scheduled tasks.
@@ -54,7 +56,7 @@ impl Emitter {
             return;
         }
         let (id, attributes, time_nano) = match about {
-            Some(a) => (a.id, self.attributes(a), a.cause_nano),
+            Some(a) => (a.id, self.attributes(a), a.cause.time_nano),
             None => ("", Attributes::default(), crate::clock::unix_nanos()),
         };
         if let Some(event) = own_event(fact, id, attributes, time_nano) {
@@ -78,6 +80,17 @@ impl Emitter {
                 labels.sort();
                 for (k, v) in labels {
                     a.push(k, v);
+                }
+            }
+            // Gone from the view: the engine's event still names its
+            // name, image and labels.
+            None if about.cause.actor_id == about.id && about.cause.typ == "container" => {
+                a.push("name", about.name);
+                a.push("image", about.cause.image().unwrap_or_default());
+                for (k, v) in about.cause.attributes.iter() {
+                    if k != "name" && k != "image" {
+                        a.push(k, v);
+                    }
                 }
             }
             None => a.push("name", about.name),

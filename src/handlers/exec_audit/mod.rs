@@ -205,7 +205,7 @@ impl ExecAudit {
             Some(About {
                 id: &event.actor_id,
                 name,
-                cause_nano: event.time_nano,
+                cause: event,
             }),
         );
         submit(&ctx.audit, &open, Moment::Start);

@@ -94,7 +94,7 @@ impl Heal {
                 Some(About {
                     id: &facts.id,
                     name: &name,
-                    cause_nano: event.time_nano,
+                    cause: &event,
                 }),
             );
             containers.record_action(&facts.id, kind.label(), done.result_label());

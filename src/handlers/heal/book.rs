@@ -217,7 +217,7 @@ impl Observer for Healer {
                             Some(About {
                                 id,
                                 name: &name,
-                                cause_nano: event.time_nano,
+                                cause: event,
                             }),
                         );
                     }
@@ -253,7 +253,7 @@ impl Observer for Healer {
                                 Some(About {
                                     id,
                                     name: &name,
-                                    cause_nano: event.time_nano,
+                                    cause: event,
                                 }),
                             );
                         }

@@ -131,7 +131,7 @@ impl Heal {
                 Some(About {
                     id: &facts.id,
                     name: &facts.name,
-                    cause_nano: event.time_nano,
+                    cause: event,
                 }),
             );
             return Outcome::Skipped;
@@ -192,7 +192,7 @@ impl Heal {
                     Some(About {
                         id: &facts.id,
                         name: &facts.name,
-                        cause_nano: event.time_nano,
+                        cause: event,
                     }),
                 );
                 return Outcome::Skipped;
@@ -210,7 +210,7 @@ impl Heal {
                     Some(About {
                         id: &facts.id,
                         name: &facts.name,
-                        cause_nano: event.time_nano,
+                        cause: event,
                     }),
                 );
                 return Outcome::Skipped;
