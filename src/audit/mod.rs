@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use tracing::{error, warn};
 
+use crate::internal_events::InternalEvent;
+use crate::internal_events::audit::AuditRecordDropped;
 use crate::metrics::Metrics;
 use writer::{Msg, Writer};
 
@@ -129,8 +131,11 @@ impl AuditHandle {
     }
 
     fn queue_full(&self) {
-        self.metrics.audit_dropped();
-        warn!("Audit queue full: record dropped.");
+        AuditRecordDropped {
+            full: "queue",
+            quiet: false,
+        }
+        .emit(&self.metrics);
     }
 }
 

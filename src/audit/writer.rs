@@ -22,11 +22,15 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use super::chain::{ChainTail, chain_line};
 use super::identity::{Recent, identity};
 use super::{AuditConfig, Fsync, Record};
+use crate::internal_events::InternalEvent;
+use crate::internal_events::audit::{
+    AuditRecordDropped, AuditRecordUnencodable, AuditSyncFailed, AuditWriteFailed,
+};
 use crate::json::EncodeError;
 use crate::metrics::Metrics;
 
@@ -338,41 +342,40 @@ impl Writer {
     /// A write failed: counted each time, logged once per outage; the
     /// records stay buffered and the write is retried in a second.
     fn write_failed(&mut self, e: io::Error) {
-        self.metrics.audit_write_error();
-        if !self.failing {
-            error!(
-                path = %self.config.path.display(),
-                error = %e,
-                buffered = self.pending.len(),
-                "Cannot write the audit log; records are buffered and retried every second."
-            );
+        AuditWriteFailed {
+            path: &self.config.path,
+            error: &e,
+            buffered: self.pending.len(),
+            repeat: self.failing,
         }
+        .emit(&self.metrics);
         self.failing = true;
         self.file = None;
         self.retry_at = Some(Instant::now() + Duration::from_secs(1));
     }
 
     fn sync_failed(&self, e: io::Error) {
-        self.metrics.audit_write_error();
-        error!(path = %self.config.path.display(), error = %e, "Cannot fsync the audit log.");
+        AuditSyncFailed {
+            path: &self.config.path,
+            error: &e,
+        }
+        .emit(&self.metrics);
     }
 
     /// The buffer is full: the record is dropped (logged unless the log is
     /// already known to be failing).
     fn buffer_full(&self) {
-        self.metrics.audit_buffered(-1);
-        self.metrics.audit_dropped();
-        if !self.failing {
-            warn!("Audit buffer full: record dropped.");
+        AuditRecordDropped {
+            full: "buffer",
+            quiet: self.failing,
         }
+        .emit(&self.metrics);
     }
 
     /// A record that cannot be encoded is not written; the chain goes on
     /// with the next.
     fn unencodable(&self, e: EncodeError) {
-        self.metrics.audit_buffered(-1);
-        self.metrics.encode_error(e.what);
-        error!(what = e.what, error = %e, "Audit record not written: it cannot be encoded.");
+        AuditRecordUnencodable { error: &e }.emit(&self.metrics);
     }
 }
 

@@ -1,8 +1,9 @@
-//! What the audit handlers see: an exec started (a person's or a health
-//! probe's).
+//! What the audit handlers see (an exec started, a person's or a health
+//! probe's) and what befalls the audit writer (a failed write or fsync, a
+//! record dropped or not encodable).
 
 use serde_json::{Map, Value, json};
-use tracing::debug;
+use tracing::{debug, error, warn};
 
 use super::InternalEvent;
 use crate::metrics::Metrics;
@@ -54,5 +55,78 @@ impl InternalEvent for ExecStarted<'_> {
             written = self.written,
             "Exec started."
         );
+    }
+}
+
+/// The audit log could not be written: records wait in the buffer and the
+/// write is retried every second. Logged once per failing spell, counted
+/// every time.
+pub struct AuditWriteFailed<'a> {
+    pub path: &'a std::path::Path,
+    pub error: &'a std::io::Error,
+    pub buffered: usize,
+    /// Already failing: count, don't log again.
+    pub repeat: bool,
+}
+
+impl InternalEvent for AuditWriteFailed<'_> {
+    fn emit(&self, metrics: &Metrics) {
+        metrics.audit_write_error();
+        if !self.repeat {
+            error!(
+                path = %self.path.display(),
+                error = %self.error,
+                buffered = self.buffered,
+                "Cannot write the audit log; records are buffered and retried every second."
+            );
+        }
+    }
+}
+
+/// An fsync of the audit log failed.
+pub struct AuditSyncFailed<'a> {
+    pub path: &'a std::path::Path,
+    pub error: &'a std::io::Error,
+}
+
+impl InternalEvent for AuditSyncFailed<'_> {
+    fn emit(&self, metrics: &Metrics) {
+        metrics.audit_write_error();
+        error!(path = %self.path.display(), error = %self.error, "Cannot fsync the audit log.");
+    }
+}
+
+/// A record dropped: the writer's buffer (`buffer`) or the queue to the
+/// writer (`queue`) was full.
+pub struct AuditRecordDropped {
+    /// `buffer` or `queue`.
+    pub full: &'static str,
+    /// The log is known to be failing already (its error was logged).
+    pub quiet: bool,
+}
+
+impl InternalEvent for AuditRecordDropped {
+    fn emit(&self, metrics: &Metrics) {
+        metrics.audit_dropped();
+        if self.full == "buffer" {
+            metrics.audit_buffered(-1);
+        }
+        if !self.quiet {
+            warn!("Audit {} full: record dropped.", self.full);
+        }
+    }
+}
+
+/// A record that cannot be encoded is not written; the chain goes on with
+/// the next.
+pub struct AuditRecordUnencodable<'a> {
+    pub error: &'a crate::json::EncodeError,
+}
+
+impl InternalEvent for AuditRecordUnencodable<'_> {
+    fn emit(&self, metrics: &Metrics) {
+        metrics.audit_buffered(-1);
+        metrics.encode_error(self.error.what);
+        error!(what = self.error.what, error = %self.error, "Audit record not written: it cannot be encoded.");
     }
 }
