@@ -37,7 +37,10 @@ fn target(name: &str, kind: Kind, url: &str) -> TargetConfig {
 }
 
 fn config(targets: Vec<TargetConfig>) -> NotifyConfig {
-    NotifyConfig { targets }
+    NotifyConfig {
+        targets,
+        declared: Vec::new(),
+    }
 }
 
 fn msg(i: usize) -> Message {

@@ -15,6 +15,10 @@ use reqwest::Url;
 pub struct NotifyConfig {
     /// In file order.
     pub targets: Vec<TargetConfig>,
+    /// Every name under `[notify.targets]`, in file order, including those
+    /// whose table has errors (already reported): a rule naming one is not
+    /// told the target is unknown as well.
+    pub declared: Vec<String>,
 }
 
 impl NotifyConfig {
@@ -23,9 +27,13 @@ impl NotifyConfig {
         self.targets.iter().find(|t| t.name == name)
     }
 
-    /// The targets' names, in file order.
+    /// The targets' names, in file order (every one declared).
     pub fn names(&self) -> Vec<String> {
-        self.targets.iter().map(|t| t.name.clone()).collect()
+        if self.declared.is_empty() {
+            self.targets.iter().map(|t| t.name.clone()).collect()
+        } else {
+            self.declared.clone()
+        }
     }
 }
 

@@ -36,8 +36,10 @@ pub fn read(top: &mut Table<'_, '_>) -> NotifyConfig {
         return NotifyConfig::default();
     };
     let mut targets = Vec::new();
+    let mut declared = Vec::new();
     if let Some(table) = notify.table("targets", "[notify.targets]") {
         for ((name, name_span), value) in table.entries() {
+            declared.push(name.to_owned());
             let what = format!("[notify.targets.{name}]");
             let DeValue::Table(t) = value.get_ref() else {
                 table.error(
@@ -67,7 +69,7 @@ pub fn read(top: &mut Table<'_, '_>) -> NotifyConfig {
         // Its keys are target names, all read above: no `finish`.
     }
     notify.finish();
-    NotifyConfig { targets }
+    NotifyConfig { targets, declared }
 }
 
 fn read_target(name: &str, mut t: Table<'_, '_>) -> Option<TargetConfig> {

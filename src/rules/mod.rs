@@ -394,4 +394,20 @@ severity = ["high", "critical"]
         );
         assert!(s.contains("t.toml:6:21: `severity` must list levels of low, medium, high, critical, found \"urgent\""), "{s}");
     }
+
+    #[test]
+    fn a_broken_target_is_reported_once_not_again_as_unknown() {
+        let src = "[notify.targets.ops]\nkind = \"webhok\"\nurl = \"http://x/\"\n\n[[rule]]\nname = \"r\"\non = [\"dockwarden.*\"]\nhandler = \"notify\"\n[rule.with]\ntarget = [\"ops\", \"opz\"]\n";
+        let d = load(src).err().expect("invalid");
+        let lines: Vec<String> = d.to_string().lines().map(str::to_owned).collect();
+        assert_eq!(lines.len(), 2, "{d}");
+        assert!(
+            lines[0].starts_with("t.toml:2:8: `kind` in [notify.targets.ops] must be one of"),
+            "{d}"
+        );
+        assert!(
+            lines[1].starts_with("t.toml:10:18: unknown notify target \"opz\" (defined: ops"),
+            "{d}"
+        );
+    }
 }
