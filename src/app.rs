@@ -51,7 +51,7 @@ pub enum AppError {
     Rules(Diagnostics),
     #[error(transparent)]
     Docker(#[from] DockerError),
-    #[error("cannot read the reload token from {path}: {why}")]
+    #[error("cannot read the bearer token from {path}: {why}")]
     Token { path: String, why: String },
     #[error("the {task} ended unexpectedly")]
     TaskDied { task: &'static str },
@@ -71,25 +71,8 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     if let Some(dir) = &opts.state_dir {
         config.state.dir = dir.clone();
     }
-    let token: Option<Arc<str>> = match &config.server.token_file {
-        None => None,
-        Some(path) => {
-            let token = std::fs::read_to_string(path)
-                .map_err(|e| AppError::Token {
-                    path: path.display().to_string(),
-                    why: e.to_string(),
-                })?
-                .trim()
-                .to_owned();
-            if token.len() < 16 {
-                return Err(AppError::Token {
-                    path: path.display().to_string(),
-                    why: "the token must be at least 16 characters".to_owned(),
-                });
-            }
-            Some(Arc::from(token))
-        }
-    };
+    let token = read_token(config.server.token_file.as_deref())?;
+    let api_token = read_token(config.server.api_token_file.as_deref())?;
     let endpoint = Endpoint::from_env()?;
     let default_listen: SocketAddr = DEFAULT_LISTEN
         .parse()
@@ -134,14 +117,18 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     }
     .spawn();
 
+    // The one container view: handlers keep it current, the API reads it.
+    let containers: Arc<crate::containers::Containers> = Arc::default();
     let http_stop = CancellationToken::new();
     let http = {
         let stop = http_stop.clone();
-        let router = crate::http::router(
-            metrics.clone(),
-            health.clone(),
-            token.map(|t| (reloader.clone(), t)),
-        );
+        let router = crate::http::router(crate::http::Routes {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            reload: token.map(|t| (reloader.clone(), t)),
+            api_token,
+            containers: containers.clone(),
+        });
         tokio::spawn(async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -176,7 +163,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         audit: audit
             .as_ref()
             .map_or_else(|| AuditHandle::disabled(metrics.clone()), AuditSink::handle),
-        containers: Arc::default(),
+        containers: containers.clone(),
         own: own.clone(),
         notify: notifier.handle(),
     });
@@ -195,6 +182,11 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     if resume.is_none() {
         let _ = resync_tx.try_send("startup");
     }
+    tokio::spawn(crate::resync::fill_view_at_start(
+        docker.clone(),
+        containers.clone(),
+        shutdown.clone(),
+    ));
     let resync = tokio::spawn(crate::resync::resync_task(
         resync_rx,
         docker.clone(),
@@ -309,4 +301,23 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     info!("dockwarden stopped.");
     Ok(())
+}
+
+/// Reads a bearer token from `path` (trimmed; at least 16 characters).
+fn read_token(path: Option<&std::path::Path>) -> Result<Option<Arc<str>>, AppError> {
+    let Some(path) = path else { return Ok(None) };
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| AppError::Token {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?
+        .trim()
+        .to_owned();
+    if token.len() < 16 {
+        return Err(AppError::Token {
+            path: path.display().to_string(),
+            why: "the token must be at least 16 characters".to_owned(),
+        });
+    }
+    Ok(Some(Arc::from(token)))
 }

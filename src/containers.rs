@@ -1,15 +1,18 @@
-//! The one view of each container that handlers (and later the status API)
-//! share: what its inspect says ([`Container`]: real name, image as created,
+//! The one view of each container that handlers and the status API
+//! (`/api/v1/containers`) share: what its inspect says ([`Container`]: real name, image as created,
 //! labels, user, restart policy, health probe, stop signal, which event
 //! attributes its labels can forge, and its state), plus what dockwarden saw
-//! happen to it since ([`Status`]: last exit code, health, OOM kills, its own
-//! last actions).
+//! happen to it since ([`Status`]: last exit code, health, OOM kills, last
+//! failure, its own last actions). The projection of an inspect lives in
+//! `inspect.rs`.
 //!
 //! One inspect cache, by container ID, kept current by [`Containers::observe`]
 //! from the event stream, in the container's lane before any handler: a
-//! `start`, `update` or `rename` inspects it again in the background (off the
-//! reaction path: the engine holds a container's lock for ~50 ms after its
-//! exit), a `destroy` drops it. Memory is bounded by the containers the
+//! `create`, `start`, `update`, `rename`, `pause` or `unpause` inspects it
+//! again in the background (off the reaction path: the engine holds a
+//! container's lock for ~50 ms after its exit); a `die`, `oom` or
+//! `health_status` updates its state from the event alone; a `destroy`
+//! drops it. The whole engine is listed once at start (`resync`). Memory is bounded by the containers the
 //! engine has, and by [`MAX_ACTIONS`] actions each.
 //!
 //! It must not decide anything: handlers read it and judge for themselves,
@@ -19,13 +22,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bollard::Docker;
-use bollard::models::{
-    ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum, RestartPolicyNameEnum,
-};
 
 use crate::docker::{DockerHandle, retry};
 use crate::event::Event;
 use crate::lock::lock;
+
+mod inspect;
 
 /// dockwarden's own actions remembered per container.
 pub const MAX_ACTIONS: usize = 16;
@@ -80,81 +82,11 @@ pub struct State {
     pub restart_count: i64,
     /// `HostConfig.Memory` (0: no limit).
     pub memory: i64,
-}
-
-impl Container {
-    pub fn from_inspect(info: &ContainerInspectResponse) -> Container {
-        let config = info.config.clone().unwrap_or_default();
-        let host = info.host_config.clone().unwrap_or_default();
-        let policy = host.restart_policy.unwrap_or_default();
-        let state = info.state.clone().unwrap_or_default();
-        let labels: HashMap<String, String> = config.labels.clone().unwrap_or_default();
-        let probe = config
-            .healthcheck
-            .as_ref()
-            .and_then(|h| h.test.clone())
-            .and_then(|test| match test.first().map(String::as_str) {
-                Some("CMD") => Some(test[1..].to_vec()),
-                Some("CMD-SHELL") => {
-                    let mut argv = config
-                        .shell
-                        .clone()
-                        .filter(|s| !s.is_empty())
-                        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-                    argv.push(test[1..].join(" "));
-                    Some(argv)
-                }
-                _ => None,
-            });
-        let stop_signal = match config.stop_signal.as_deref() {
-            None | Some("") => Some(15),
-            Some(s) => signal_number(s),
-        };
-        Container {
-            id: info.id.clone().unwrap_or_default(),
-            name: plain_name(info.name.as_deref().unwrap_or_default()).to_owned(),
-            image: config.image.clone().unwrap_or_default(),
-            forgeable: Forgeable {
-                exit_code: labels.contains_key("exitCode"),
-                exec_id: labels.contains_key("execID"),
-                signal: labels.contains_key("signal"),
-            },
-            labels,
-            user: config.user.unwrap_or_default(),
-            restart_policy: match policy.name {
-                Some(RestartPolicyNameEnum::ALWAYS) => "always",
-                Some(RestartPolicyNameEnum::UNLESS_STOPPED) => "unless-stopped",
-                Some(RestartPolicyNameEnum::ON_FAILURE) => "on-failure",
-                _ => "no",
-            },
-            max_retries: policy.maximum_retry_count.unwrap_or(0),
-            probe,
-            stop_signal,
-            state: State {
-                status: match state.status {
-                    Some(ContainerStateStatusEnum::CREATED) => "created",
-                    Some(ContainerStateStatusEnum::RUNNING) => "running",
-                    Some(ContainerStateStatusEnum::PAUSED) => "paused",
-                    Some(ContainerStateStatusEnum::RESTARTING) => "restarting",
-                    Some(ContainerStateStatusEnum::REMOVING) => "removing",
-                    Some(ContainerStateStatusEnum::EXITED) => "exited",
-                    Some(ContainerStateStatusEnum::DEAD) => "dead",
-                    _ => "",
-                },
-                running: state.running.unwrap_or(false),
-                exit_code: state.exit_code.unwrap_or(0),
-                oom_killed: state.oom_killed.unwrap_or(false),
-                health: match state.health.and_then(|h| h.status) {
-                    Some(HealthStatusEnum::HEALTHY) => "healthy",
-                    Some(HealthStatusEnum::UNHEALTHY) => "unhealthy",
-                    Some(HealthStatusEnum::STARTING) => "starting",
-                    _ => "none",
-                },
-                restart_count: info.restart_count.unwrap_or(0),
-                memory: host.memory.unwrap_or(0),
-            },
-        }
-    }
+    /// `State.StartedAt` as the engine wrote it (RFC 3339; empty if never).
+    pub started_at: String,
+    /// `State.FinishedAt` as the engine wrote it, or the time of the last
+    /// `die` seen since (RFC 3339; empty if never).
+    pub finished_at: String,
 }
 
 /// A container name as Docker reports it in inspect (`/web-1`) or events
@@ -194,6 +126,19 @@ pub struct Status {
     pub oom_kills: u64,
     /// dockwarden's own last actions on it, oldest first.
     pub actions: VecDeque<Action>,
+    /// The last failure seen: a non-zero exit, an OOM kill, or unhealthy.
+    pub last_failure: Option<Failure>,
+}
+
+/// A failure of a container, as its events told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// `exit`, `oom` or `unhealthy`.
+    pub kind: &'static str,
+    /// The exit code of an `exit` (None when a label could forge it).
+    pub exit_code: Option<i64>,
+    /// Unix nanoseconds of the event.
+    pub time_nano: i64,
 }
 
 /// One action dockwarden took on a container.
@@ -266,6 +211,43 @@ impl Containers {
         container
     }
 
+    /// Every container whose inspect is cached, with what dockwarden saw
+    /// happen to it, sorted by name.
+    pub fn snapshot(&self) -> Vec<(Arc<Container>, Status)> {
+        let mut all: Vec<_> = lock(&self.entries)
+            .values()
+            .filter_map(|e| Some((e.container.clone()?, e.status.clone())))
+            .collect();
+        all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        all
+    }
+
+    /// One container by name, full ID, or a unique ID prefix of at least
+    /// 12 characters.
+    pub fn find(&self, key: &str) -> Option<(Arc<Container>, Status)> {
+        let entries = lock(&self.entries);
+        let pick = |e: &Entry| Some((e.container.clone()?, e.status.clone()));
+        if let Some(found) = entries.get(key).and_then(pick) {
+            return Some(found);
+        }
+        let key = plain_name(key);
+        if let Some(found) = entries
+            .values()
+            .find(|e| e.container.as_ref().is_some_and(|c| c.name == key))
+            .and_then(pick)
+        {
+            return Some(found);
+        }
+        if key.len() < 12 {
+            return None;
+        }
+        let mut prefixed = entries.iter().filter(|(id, _)| id.starts_with(key));
+        match (prefixed.next(), prefixed.next()) {
+            (Some((_, e)), None) => pick(e),
+            _ => None,
+        }
+    }
+
     /// Drops every container whose ID is not in `live` (after listing them
     /// all, as a resync does).
     pub fn retain(&self, live: &std::collections::HashSet<String>) {
@@ -291,7 +273,16 @@ impl Containers {
         event.typ == "container"
             && matches!(
                 &*event.action,
-                "start" | "update" | "rename" | "die" | "oom" | "health_status" | "destroy"
+                "create"
+                    | "start"
+                    | "update"
+                    | "rename"
+                    | "pause"
+                    | "unpause"
+                    | "die"
+                    | "oom"
+                    | "health_status"
+                    | "destroy"
             )
     }
 
@@ -308,9 +299,10 @@ impl Containers {
         }
         let id = event.actor_id.as_str();
         match &*event.action {
-            // Its configuration may have changed (a docker update, a
-            // rename, a recreate by someone else): inspect again.
-            "start" | "update" | "rename" => {
+            // New, or its configuration or state may have changed (a
+            // docker update, a rename, a recreate by someone else, a
+            // pause): inspect again.
+            "create" | "start" | "update" | "rename" | "pause" | "unpause" => {
                 let Ok(docker) = docker.get() else { return };
                 let this = self.clone();
                 let id = id.to_owned();
@@ -325,19 +317,75 @@ impl Containers {
             }
             _ => {}
         }
-        let forgeable = self.get(id).map(|c| c.forgeable);
         let mut entries = lock(&self.entries);
         let Some(entry) = entries.get_mut(id) else {
             return;
         };
+        let forgeable = entry.container.as_ref().map(|c| c.forgeable);
+        let time_nano = event.time_nano;
         match &*event.action {
-            "die" if forgeable.is_some_and(|f| !f.exit_code) => {
-                entry.status.last_exit_code = event.exit_code();
+            "die" => {
+                let exit_code = event
+                    .exit_code()
+                    .filter(|_| forgeable.is_some_and(|f| !f.exit_code));
+                entry.status.last_exit_code = exit_code;
+                // The state as the engine now has it, without an inspect
+                // (which would wait on the container's lock).
+                with_state(entry, |s| {
+                    s.status = "exited";
+                    s.running = false;
+                    if let Some(code) = exit_code {
+                        s.exit_code = code;
+                    }
+                    s.finished_at = crate::clock::rfc3339_nanos(time_nano);
+                });
+                if exit_code.is_some_and(|c| c != 0) {
+                    entry.status.last_failure = Some(Failure {
+                        kind: "exit",
+                        exit_code,
+                        time_nano,
+                    });
+                }
             }
-            "oom" => entry.status.oom_kills += 1,
-            "health_status" => entry.status.health = event.health_status().map(str::to_owned),
+            "oom" => {
+                entry.status.oom_kills += 1;
+                with_state(entry, |s| s.oom_killed = true);
+                entry.status.last_failure = Some(Failure {
+                    kind: "oom",
+                    exit_code: None,
+                    time_nano,
+                });
+            }
+            "health_status" => {
+                let health = event.health_status().map(str::to_owned);
+                let known = match health.as_deref() {
+                    Some("healthy") => "healthy",
+                    Some("unhealthy") => "unhealthy",
+                    Some("starting") => "starting",
+                    _ => "none",
+                };
+                with_state(entry, |s| s.health = known);
+                if known == "unhealthy" {
+                    entry.status.last_failure = Some(Failure {
+                        kind: "unhealthy",
+                        exit_code: None,
+                        time_nano,
+                    });
+                }
+                entry.status.health = health;
+            }
             _ => {}
         }
+    }
+}
+
+/// Replaces the cached view's state with `change` applied to a copy (the
+/// view is shared immutably with handlers that hold it).
+fn with_state(entry: &mut Entry, change: impl FnOnce(&mut State)) {
+    if let Some(c) = &entry.container {
+        let mut copy = (**c).clone();
+        change(&mut copy.state);
+        entry.container = Some(Arc::new(copy));
     }
 }
 
@@ -364,42 +412,46 @@ mod tests {
     }
 
     #[test]
-    fn inspect_projection() {
-        let info: ContainerInspectResponse = serde_json::from_str(
-            r#"{"Id":"abc","Name":"/web-1","RestartCount":2,
-                "Config":{"Image":"nginx:1.25","User":"app","Labels":{"exitCode":"0","team":"x"},
-                          "StopSignal":"SIGQUIT",
-                          "Healthcheck":{"Test":["CMD-SHELL","curl -f localhost"]}},
-                "HostConfig":{"Memory":1048576,"RestartPolicy":{"Name":"on-failure","MaximumRetryCount":3}},
-                "State":{"Status":"exited","Running":false,"ExitCode":3,"OOMKilled":true,"Health":{"Status":"unhealthy"}}}"#,
-        )
-        .expect("inspect JSON");
-        let c = Container::from_inspect(&info);
-        assert_eq!(c.name, "web-1");
-        assert_eq!(c.image, "nginx:1.25");
-        assert_eq!(c.user, "app");
-        assert_eq!((c.restart_policy, c.max_retries), ("on-failure", 3));
-        assert_eq!(c.stop_signal, Some(3));
+    fn events_keep_the_state_current_and_find_by_name_or_prefix() {
+        let view = Arc::new(Containers::default());
+        let id = "0123456789abcdef0123";
+        let mut c = Container {
+            id: id.into(),
+            name: "web-1".into(),
+            ..Container::default()
+        };
+        c.state.status = "running";
+        c.state.running = true;
+        view.remember(id, c);
+        let docker = DockerHandle::default();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let mut attributes = crate::event::Attributes::default();
+        attributes.push("exitCode", "3");
+        let die = Event::new("container", "die", id.into(), attributes, 5_000_000_000);
+        view.observe(&die, &docker, &tasks);
+        let (c, s) = view.find("web-1").expect("by name");
         assert_eq!(
-            c.probe,
-            Some(vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "curl -f localhost".into()
-            ])
+            (c.state.status, c.state.running, c.state.exit_code),
+            ("exited", false, 3)
         );
-        assert!(c.forgeable.exit_code && !c.forgeable.exec_id && !c.forgeable.signal);
+        assert_eq!(c.state.finished_at, "1970-01-01T00:00:05.000000000Z");
         assert_eq!(
-            c.state,
-            State {
-                status: "exited",
-                running: false,
-                exit_code: 3,
-                oom_killed: true,
-                health: "unhealthy",
-                restart_count: 2,
-                memory: 1_048_576,
-            }
+            s.last_failure.map(|f| (f.kind, f.exit_code)),
+            Some(("exit", Some(3)))
         );
+        let oom = Event::new("container", "oom", id.into(), Default::default(), 6);
+        view.observe(&oom, &docker, &tasks);
+        let (c, s) = view.find(&id[..12]).expect("by prefix");
+        assert!(c.state.oom_killed);
+        assert_eq!(
+            (s.oom_kills, s.last_failure.map(|f| f.kind)),
+            (1, Some("oom"))
+        );
+        assert!(
+            view.find(&id[..11]).is_none(),
+            "prefixes under 12 characters"
+        );
+        assert!(view.find(id).is_some() && view.find("/web-1").is_some());
+        assert_eq!(view.snapshot().len(), 1);
     }
 }

@@ -1,6 +1,8 @@
-//! `/metrics`, `/healthz`, `/readyz` and `POST /-/reload` on the listen
-//! address. It serves what others compute; it must not count, decide or
-//! reload anything itself.
+//! `/metrics`, `/healthz`, `/readyz`, `POST /-/reload` and the read-only
+//! status API `/api/v1` ([`api`]) on the listen address. It serves what
+//! others compute; it must not count, decide or reload anything itself.
+
+mod api;
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
+use crate::containers::Containers;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::source::Health;
@@ -20,24 +23,38 @@ struct AppState {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     reload: Option<(Reloader, Arc<str>)>,
+    api_token: Option<Arc<str>>,
+    containers: Arc<Containers>,
 }
 
-/// The HTTP routes. `reload` is the reloader and the bearer token
-/// `POST /-/reload` requires; without one the endpoint refuses.
-pub fn router(
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    reload: Option<(Reloader, Arc<str>)>,
-) -> Router {
+/// What the routes serve.
+pub struct Routes {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// The reloader and the bearer token `POST /-/reload` requires; without
+    /// one the endpoint refuses. The token may also read `/api/v1`.
+    pub reload: Option<(Reloader, Arc<str>)>,
+    /// The bearer token `/api/v1` requires; without one the API refuses.
+    pub api_token: Option<Arc<str>>,
+    /// The container view `/api/v1/containers` reads.
+    pub containers: Arc<Containers>,
+}
+
+/// The HTTP routes.
+pub fn router(routes: Routes) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/-/reload", post(reload_handler))
+        .route("/api/v1/containers", get(api::list))
+        .route("/api/v1/containers/{key}", get(api::one))
         .with_state(AppState {
-            metrics,
-            health,
-            reload,
+            metrics: routes.metrics,
+            health: routes.health,
+            reload: routes.reload,
+            api_token: routes.api_token,
+            containers: routes.containers,
         })
 }
 
@@ -53,12 +70,9 @@ async fn reload_handler(State(state): State<AppState>, headers: HeaderMap) -> im
             "reload over HTTP is disabled: set [server] token_file\n".to_owned(),
         );
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !same_secret(given.trim().as_bytes(), token.as_bytes()) {
+    // Only the reload token: the API token reads, it does not reload.
+    let given = api::bearer(&headers);
+    if !same_secret(given.as_bytes(), token.as_bytes()) {
         return (
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token\n".to_owned(),

@@ -20,12 +20,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use bollard::models::ContainerSummary;
 use bollard::query_parameters::ListContainersOptions;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::containers::{Containers, plain_name};
+use crate::containers::{Container, Containers, plain_name};
 use crate::dispatch::Enqueue;
 use crate::docker::DockerHandle;
 use crate::event::{Attributes, Event};
@@ -90,24 +91,19 @@ async fn reconcile(
     metrics: &Metrics,
     containers: &Containers,
 ) -> Result<(usize, usize), bollard::errors::Error> {
-    let list = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            ..Default::default()
-        }))
-        .await?;
+    let (listed, known) = list_all(docker, containers).await?;
     let mut live_names = HashSet::new();
     let mut live_ids = HashSet::new();
     let mut batch = Vec::new();
-    for c in &list {
+    for c in &listed {
         let Some(id) = c.id.as_deref() else { continue };
         live_ids.insert(id.to_owned());
         if let Some(name) = c.names.iter().flatten().next() {
             live_names.insert(plain_name(name).to_owned());
         }
-        let Ok(known) = containers.inspect(docker, id).await else {
-            continue;
-        };
+    }
+    for known in known {
+        let id = known.id.clone();
         let state = &known.state;
         let exit = state.exit_code;
         let action = if state.status == "exited"
@@ -132,7 +128,7 @@ async fn reconcile(
         let mut event = Event::new(
             "container",
             action,
-            id.to_owned(),
+            id,
             attributes,
             crate::clock::unix_nanos(),
         );
@@ -145,5 +141,63 @@ async fn reconcile(
     if !batch.is_empty() && queue.try_send(batch).is_err() {
         warn!(synthetic, "Dispatch queue full: resync events dropped.");
     }
-    Ok((list.len(), synthetic))
+    Ok((listed.len(), synthetic))
+}
+
+/// Lists every container and inspects each into the container view; returns
+/// the listing and the views of those still there to inspect.
+async fn list_all(
+    docker: &bollard::Docker,
+    containers: &Containers,
+) -> Result<(Vec<ContainerSummary>, Vec<Arc<Container>>), bollard::errors::Error> {
+    let listed = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            ..Default::default()
+        }))
+        .await?;
+    let mut known = Vec::with_capacity(listed.len());
+    for c in &listed {
+        let Some(id) = c.id.as_deref() else { continue };
+        if let Ok(view) = containers.inspect(docker, id).await {
+            known.push(view);
+        }
+    }
+    Ok((listed, known))
+}
+
+/// Fills the container view once the stream is first connected, so it is
+/// complete from the start even when resuming from a checkpoint (which
+/// skips the startup resync). Feeds no events: the checkpoint's replay
+/// tells the rules what they missed.
+pub async fn fill_view_at_start(
+    docker: DockerHandle,
+    containers: Arc<Containers>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let client = loop {
+            match docker.get() {
+                Ok(c) => break c,
+                Err(_) => tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                },
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            listed = list_all(&client, &containers) => match listed {
+                Ok((listed, _)) => {
+                    tracing::debug!(containers = listed.len(), "Container view filled.");
+                    return;
+                }
+                Err(e) => warn!(error = %e, "Cannot list containers; retrying."),
+            },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
 }

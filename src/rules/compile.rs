@@ -31,6 +31,7 @@ pub(super) fn compile(
         state: state_config,
         dispatch: dispatch_config,
         audit: audit_config,
+        api: api_config,
         notify: notify_config,
     } = sections::read(&mut top, &span, diags);
     let notify_targets: Arc<[String]> = notify_config.names().into();
@@ -77,6 +78,7 @@ pub(super) fn compile(
         state: state_config,
         dispatch: dispatch_config,
         audit: audit_config,
+        api: api_config,
         notify: notify_config,
         rules: Arc::new(Ruleset { rules, observers }),
     })

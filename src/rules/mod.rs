@@ -30,7 +30,9 @@ use crate::event::Event;
 use crate::handlers::{Handler, Observer, Registry};
 use crate::notify::NotifyConfig;
 pub use matcher::Matcher;
-pub use sections::{DEFAULT_LISTEN, DispatchConfig, ServerConfig, SourceConfig, StateConfig};
+pub use sections::{
+    ApiConfig, DEFAULT_LISTEN, DispatchConfig, ServerConfig, SourceConfig, StateConfig,
+};
 
 /// A loaded rules file.
 pub struct Config {
@@ -41,6 +43,8 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     /// `[audit]`: the sink of `exec_audit` and `network_audit`.
     pub audit: AuditConfig,
+    /// `[api]`: limits of the status API.
+    pub api: ApiConfig,
     /// `[notify.targets.*]`: where `notify` rules send.
     pub notify: NotifyConfig,
     pub rules: Arc<Ruleset>,

@@ -1,5 +1,5 @@
 //! The sections of the rules file that are not rules: `[server]`,
-//! `[source]`, `[state]`, `[dispatch]`, `[audit]` and `[notify]` (read by
+//! `[source]`, `[state]`, `[dispatch]`, `[audit]`, `[api]` and `[notify]` (read by
 //! `crate::notify::read`, secret files included), each read through a
 //! [`Table`] with its defaults and ranges. They take effect at start; a
 //! reload reads them only to validate the file.
@@ -26,6 +26,22 @@ pub struct ServerConfig {
     /// A file holding the bearer token `POST /-/reload` requires; without
     /// it the endpoint refuses every request.
     pub token_file: Option<std::path::PathBuf>,
+    /// A file holding the bearer token the read-only `/api/v1` requires
+    /// (the reload token may read too); without it the API refuses.
+    pub api_token_file: Option<std::path::PathBuf>,
+}
+
+/// `[api]`: the read-only status API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// How long one container's stats reading is reused.
+    pub stats_cache_secs: u64,
+    /// Lifecycle entries kept per container.
+    pub history_per_container: usize,
+    /// How long a destroyed container's history is still served.
+    pub history_keep_secs: u64,
+    /// Events the recent event ring holds.
+    pub event_ring: usize,
 }
 
 /// `[state]`.
@@ -61,6 +77,7 @@ pub struct Sections {
     pub state: StateConfig,
     pub dispatch: DispatchConfig,
     pub audit: AuditConfig,
+    pub api: ApiConfig,
     /// `[notify.targets.NAME]`: where the `notify` handler sends.
     pub notify: NotifyConfig,
 }
@@ -84,6 +101,7 @@ pub fn read(top: &mut Table<'_, '_>, span: &Range<usize>, diags: &RefCell<Collec
         listen,
         shutdown_grace_secs: server.u64_in("shutdown_grace_secs", 10, 0..3601),
         token_file: server.str("token_file").map(|(p, _)| p.into()),
+        api_token_file: server.str("api_token_file").map(|(p, _)| p.into()),
     };
     server.finish();
 
@@ -147,6 +165,17 @@ pub fn read(top: &mut Table<'_, '_>, span: &Range<usize>, diags: &RefCell<Collec
     };
     audit.finish();
 
+    let mut api = top
+        .table("api", "[api]")
+        .unwrap_or_else(|| Table::absent("[api]", span.clone(), diags));
+    let api_config = ApiConfig {
+        stats_cache_secs: api.u64_in("stats_cache_secs", 2, 0..3601),
+        history_per_container: api.u64_in("history_per_container", 200, 1..100_001) as usize,
+        history_keep_secs: api.u64_in("history_keep_secs", 3600, 0..604_801),
+        event_ring: api.u64_in("event_ring", 10_000, 1..10_000_001) as usize,
+    };
+    api.finish();
+
     let notify = crate::notify::read(top);
     Sections {
         server: server_config,
@@ -154,6 +183,43 @@ pub fn read(top: &mut Table<'_, '_>, span: &Range<usize>, diags: &RefCell<Collec
         state: state_config,
         dispatch: dispatch_config,
         audit: audit_config,
+        api: api_config,
         notify,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::handlers::Registry;
+    use crate::rules::Config;
+
+    fn load(src: &str) -> Result<Config, crate::rules::Diagnostics> {
+        Config::load_str("t.toml", src, &Registry::builtin())
+    }
+
+    #[test]
+    fn api_section_defaults_ranges_and_unknown_keys() {
+        let c = load("").expect("empty file is valid");
+        assert_eq!(
+            (
+                c.api.stats_cache_secs,
+                c.api.history_per_container,
+                c.api.history_keep_secs,
+                c.api.event_ring
+            ),
+            (2, 200, 3600, 10_000)
+        );
+        assert_eq!(c.server.api_token_file, None);
+        let c = load("[server]\napi_token_file = \"/run/api.token\"\n[api]\nevent_ring = 50\n")
+            .expect("valid");
+        assert_eq!(c.server.api_token_file, Some("/run/api.token".into()));
+        assert_eq!(c.api.event_ring, 50);
+        let d = load("[api]\nhistory_per_container = 0\ncolour = 1\n")
+            .err()
+            .expect("invalid");
+        let text = d.to_string();
+        assert!(text.contains("t.toml:2:25:"), "{text}");
+        assert!(text.contains("history_per_container"), "{text}");
+        assert!(text.contains("t.toml:3:1: unknown key `colour`"), "{text}");
     }
 }

@@ -1,0 +1,145 @@
+//! How a container's inspect becomes its [`Container`] view: the one
+//! projection of the engine's JSON that handlers and the API read. It must
+//! not ask the engine anything; [`Containers`](super::Containers) does.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum, RestartPolicyNameEnum,
+};
+
+use super::{Container, Forgeable, State, plain_name, signal_number};
+
+/// The engine's "never" for `StartedAt`/`FinishedAt`.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+impl Container {
+    pub fn from_inspect(info: &ContainerInspectResponse) -> Container {
+        let config = info.config.clone().unwrap_or_default();
+        let host = info.host_config.clone().unwrap_or_default();
+        let policy = host.restart_policy.unwrap_or_default();
+        let state = info.state.clone().unwrap_or_default();
+        let labels: HashMap<String, String> = config.labels.clone().unwrap_or_default();
+        let probe = config
+            .healthcheck
+            .as_ref()
+            .and_then(|h| h.test.clone())
+            .and_then(|test| match test.first().map(String::as_str) {
+                Some("CMD") => Some(test[1..].to_vec()),
+                Some("CMD-SHELL") => {
+                    let mut argv = config
+                        .shell
+                        .clone()
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+                    argv.push(test[1..].join(" "));
+                    Some(argv)
+                }
+                _ => None,
+            });
+        let stop_signal = match config.stop_signal.as_deref() {
+            None | Some("") => Some(15),
+            Some(s) => signal_number(s),
+        };
+        Container {
+            id: info.id.clone().unwrap_or_default(),
+            name: plain_name(info.name.as_deref().unwrap_or_default()).to_owned(),
+            image: config.image.clone().unwrap_or_default(),
+            forgeable: Forgeable {
+                exit_code: labels.contains_key("exitCode"),
+                exec_id: labels.contains_key("execID"),
+                signal: labels.contains_key("signal"),
+            },
+            labels,
+            user: config.user.unwrap_or_default(),
+            restart_policy: match policy.name {
+                Some(RestartPolicyNameEnum::ALWAYS) => "always",
+                Some(RestartPolicyNameEnum::UNLESS_STOPPED) => "unless-stopped",
+                Some(RestartPolicyNameEnum::ON_FAILURE) => "on-failure",
+                _ => "no",
+            },
+            max_retries: policy.maximum_retry_count.unwrap_or(0),
+            probe,
+            stop_signal,
+            state: State {
+                status: match state.status {
+                    Some(ContainerStateStatusEnum::CREATED) => "created",
+                    Some(ContainerStateStatusEnum::RUNNING) => "running",
+                    Some(ContainerStateStatusEnum::PAUSED) => "paused",
+                    Some(ContainerStateStatusEnum::RESTARTING) => "restarting",
+                    Some(ContainerStateStatusEnum::REMOVING) => "removing",
+                    Some(ContainerStateStatusEnum::EXITED) => "exited",
+                    Some(ContainerStateStatusEnum::DEAD) => "dead",
+                    _ => "",
+                },
+                running: state.running.unwrap_or(false),
+                exit_code: state.exit_code.unwrap_or(0),
+                oom_killed: state.oom_killed.unwrap_or(false),
+                health: match state.health.and_then(|h| h.status) {
+                    Some(HealthStatusEnum::HEALTHY) => "healthy",
+                    Some(HealthStatusEnum::UNHEALTHY) => "unhealthy",
+                    Some(HealthStatusEnum::STARTING) => "starting",
+                    _ => "none",
+                },
+                restart_count: info.restart_count.unwrap_or(0),
+                memory: host.memory.unwrap_or(0),
+                started_at: state
+                    .started_at
+                    .filter(|t| t != ZERO_TIME)
+                    .unwrap_or_default(),
+                finished_at: state
+                    .finished_at
+                    .filter(|t| t != ZERO_TIME)
+                    .unwrap_or_default(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspect_projection() {
+        let info: ContainerInspectResponse = serde_json::from_str(
+            r#"{"Id":"abc","Name":"/web-1","RestartCount":2,
+                "Config":{"Image":"nginx:1.25","User":"app","Labels":{"exitCode":"0","team":"x"},
+                          "StopSignal":"SIGQUIT",
+                          "Healthcheck":{"Test":["CMD-SHELL","curl -f localhost"]}},
+                "HostConfig":{"Memory":1048576,"RestartPolicy":{"Name":"on-failure","MaximumRetryCount":3}},
+                "State":{"Status":"exited","Running":false,"ExitCode":3,"OOMKilled":true,"Health":{"Status":"unhealthy"},
+                         "StartedAt":"2026-11-23T10:00:00.5Z","FinishedAt":"0001-01-01T00:00:00Z"}}"#,
+        )
+        .expect("inspect JSON");
+        let c = Container::from_inspect(&info);
+        assert_eq!(c.name, "web-1");
+        assert_eq!(c.image, "nginx:1.25");
+        assert_eq!(c.user, "app");
+        assert_eq!((c.restart_policy, c.max_retries), ("on-failure", 3));
+        assert_eq!(c.stop_signal, Some(3));
+        assert_eq!(
+            c.probe,
+            Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "curl -f localhost".into()
+            ])
+        );
+        assert!(c.forgeable.exit_code && !c.forgeable.exec_id && !c.forgeable.signal);
+        assert_eq!(
+            c.state,
+            State {
+                status: "exited",
+                running: false,
+                exit_code: 3,
+                oom_killed: true,
+                health: "unhealthy",
+                restart_count: 2,
+                memory: 1_048_576,
+                started_at: "2026-11-23T10:00:00.5Z".into(),
+                finished_at: String::new(),
+            }
+        );
+    }
+}
