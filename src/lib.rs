@@ -14,7 +14,7 @@
 //! `tests/layering.rs`): `clock`, `lock`, `json`, `event`, `config` → `metrics`,
 //! `docker` → `internal_events` → `audit`, `containers`, `notify`, `progress` →
 //! `handlers` → `rules` → `dispatch` → `resync`, `source`, `reload` → `http`
-//! → `app`.
+//! → `app`, `status`.
 
 pub mod app;
 pub mod audit;
@@ -36,3 +36,4 @@ pub mod reload;
 pub mod resync;
 pub mod rules;
 pub mod source;
+pub mod status;

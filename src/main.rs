@@ -75,6 +75,21 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Ask a running sidecar what it sees: a table of every container, or
+    /// one container with NAME. Exit 1 with one line if no sidecar answers.
+    Status {
+        /// The sidecar's HTTP address.
+        #[arg(long, default_value = dockwarden::status::DEFAULT_URL)]
+        url: String,
+        /// A file holding the API token (`[server] api_token_file`).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// One container, by name or ID.
+        name: Option<String>,
+    },
     /// Notification targets.
     Notify {
         #[command(subcommand)]
@@ -120,6 +135,12 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => verify(&files),
+        Command::Status {
+            url,
+            token_file,
+            json,
+            name,
+        } => status(&url, token_file.as_deref(), json, name.as_deref()),
         Command::Notify {
             command: NotifyCommand::Test { rules, targets },
         } => notify_test(&rules, &targets),
@@ -180,6 +201,49 @@ fn verify(args: &[PathBuf]) -> ExitCode {
         }
         Err(e) => {
             err!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn status(
+    url: &str,
+    token_file: Option<&std::path::Path>,
+    json: bool,
+    name: Option<&str>,
+) -> ExitCode {
+    let token = match token_file.map(dockwarden::status::read_token).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            err!("dockwarden status: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            err!("dockwarden status: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dockwarden::status::fetch(url, token.as_deref(), name)) {
+        Ok(value) if json => {
+            out!("{value}");
+            ExitCode::SUCCESS
+        }
+        Ok(value) => {
+            let entries = match value {
+                serde_json::Value::Array(all) => all,
+                one => vec![one],
+            };
+            out!("{}", dockwarden::status::table(&entries).trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            err!("dockwarden status: {e}");
             ExitCode::from(1)
         }
     }

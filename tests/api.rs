@@ -429,3 +429,101 @@ fn tokens_guard_the_api() {
     assert_eq!(request(&dw, "GET", "/healthz", None).0, 200);
     assert_eq!(request(&dw, "GET", "/metrics", None).0, 200);
 }
+
+/// `dockwarden status` as a person runs it.
+fn status_cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dockwarden"))
+        .arg("status")
+        .args(args)
+        .output()
+        .expect("run dockwarden status");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Acceptance 6 (the table; the history comes with the history API):
+/// `dockwarden status` prints a table with the running sidecar's view, one
+/// container with NAME, the raw JSON with `--json`, and exits 1 with one
+/// clear line when no sidecar answers or the token is wrong.
+#[test]
+fn status_prints_the_table_and_fails_in_one_line() {
+    require_docker();
+    require_test_image();
+    let clean = Cleanup::new();
+    let dir = TempDir::new("dwt-api-status");
+    let name = clean.container(unique("apistatus"));
+    run(&["--name", &name, &test_image(), "sleep", "300"]);
+    let dw = with_tokens(&dir, "");
+    let url = dw.base_url();
+    let token = dir.path().join("api.token");
+    let token = token.to_str().expect("utf-8 path");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            status_cli(&["--url", &url, "--token-file", token])
+                .1
+                .contains(&name)
+        }),
+        "the container never showed in the table"
+    );
+    let (code, table, _) = status_cli(&["--url", &url, "--token-file", token]);
+    assert_eq!(code, 0);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("NAME")
+            && header.contains("STATE")
+            && header.contains("LAST ACTION")
+            && header.ends_with("MEM"),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .unwrap_or_else(|| panic!("no row for {name}:\n{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[1..4], ["running", "none", "0"], "{row}");
+    // One container, and the JSON.
+    let (code, one, _) = status_cli(&["--url", &url, "--token-file", token, &name]);
+    assert_eq!((code, one.lines().count()), (0, 2), "{one}");
+    let (code, json, _) = status_cli(&["--url", &url, "--token-file", token, "--json", &name]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&json).expect("--json prints JSON");
+    assert_eq!(v["name"], name.as_str());
+    assert_eq!(v["state"], "running");
+    // Unknown container, wrong token, no sidecar: exit 1, one line each.
+    let (code, _, e) = status_cli(&["--url", &url, "--token-file", token, "no-such-container"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        e.trim(),
+        format!(
+            "dockwarden status: the sidecar at {url} answered 404: no container \"no-such-container\""
+        )
+    );
+    let wrong = dir.path().join("wrong.token");
+    std::fs::write(&wrong, "not-the-token-at-all").expect("write");
+    let (code, _, e) = status_cli(&[
+        "--url",
+        &url,
+        "--token-file",
+        wrong.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        e.trim().starts_with(&format!(
+            "dockwarden status: the sidecar at {url} answered 401"
+        )) && e.trim().lines().count() == 1,
+        "{e}"
+    );
+    let dead = format!("http://{}", common::free_local_addr());
+    let (code, _, e) = status_cli(&["--url", &dead]);
+    assert_eq!(code, 1);
+    assert!(
+        e.trim().starts_with(&format!(
+            "dockwarden status: no dockwarden answers at {dead}: "
+        )) && e.contains("refused")
+            && e.trim().lines().count() == 1,
+        "{e}"
+    );
+}

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["dispatch"],
     &["resync", "source", "reload"],
     &["http"],
-    &["app"],
+    &["app", "status"],
 ];
 
 const MAX_LINES: usize = 500;
