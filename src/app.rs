@@ -119,6 +119,11 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
 
     // The one container view: handlers keep it current, the API reads it.
     let containers: Arc<crate::containers::Containers> = Arc::default();
+    let history = Arc::new(crate::history::History::new(crate::history::Limits {
+        per_container: config.api.history_per_container,
+        keep: std::time::Duration::from_secs(config.api.history_keep_secs),
+        ring: config.api.event_ring,
+    }));
     let http_stop = CancellationToken::new();
     let http = {
         let stop = http_stop.clone();
@@ -128,6 +133,9 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
             reload: token.map(|t| (reloader.clone(), t)),
             api_token,
             containers: containers.clone(),
+            history: history.clone(),
+            healer: registry.healer(),
+            rules: rules_rx.clone(),
         });
         tokio::spawn(async move {
             let served = axum::serve(listener, router)
@@ -210,7 +218,8 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         config.dispatch.queue_capacity,
         handlers.clone(),
         progress.clone(),
-    );
+    )
+    .recording(history.clone());
     let source = Source::new(Wiring {
         endpoint,
         queue: queue_tx,

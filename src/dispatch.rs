@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use crate::containers::Containers;
 use crate::event::Event;
 use crate::handlers::{Ctx, HandlerError, Outcome};
+use crate::history::History;
 use crate::internal_events::OwnEvents;
 use crate::lock::lock;
 use crate::metrics::Metrics;
@@ -163,6 +164,8 @@ pub struct Dispatcher {
     lanes: Arc<Lanes>,
     inflight: Arc<Semaphore>,
     progress: Arc<Progress>,
+    /// Where the status API's lifecycles and event ring are kept, if any.
+    history: Option<Arc<History>>,
 }
 
 struct Lanes {
@@ -190,6 +193,7 @@ impl Dispatcher {
         Dispatcher {
             queue,
             rules,
+            history: None,
             inflight: Arc::new(Semaphore::new(max_inflight)),
             progress: progress.clone(),
             lanes: Arc::new(Lanes {
@@ -201,6 +205,12 @@ impl Dispatcher {
                 progress,
             }),
         }
+    }
+
+    /// Records every event in `history` too.
+    pub fn recording(mut self, history: Arc<History>) -> Self {
+        self.history = Some(history);
+        self
     }
 
     pub async fn run(mut self) {
@@ -219,6 +229,11 @@ impl Dispatcher {
             // The rules in force for this batch: a reload lands between
             // two batches, so between two events.
             let rules = self.rules.borrow().clone();
+            // In stream order, before any handler: the API's lifecycles
+            // and event ring.
+            if let Some(history) = &self.history {
+                history.record(&batch, &self.lanes.ctx.containers);
+            }
             for event in batch {
                 let seq = (!event.synthetic).then(|| self.progress.begin(&event));
                 let matched: Vec<Arc<Rule>> = rules.matching(&event).cloned().collect();

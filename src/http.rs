@@ -3,6 +3,7 @@
 //! others compute; it must not count, decide or reload anything itself.
 
 mod api;
+mod history;
 
 use std::sync::Arc;
 
@@ -14,8 +15,11 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 use crate::containers::Containers;
+use crate::handlers::heal::Healer;
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
+use crate::rules::Ruleset;
 use crate::source::Health;
 
 #[derive(Clone)]
@@ -25,6 +29,9 @@ struct AppState {
     reload: Option<(Reloader, Arc<str>)>,
     api_token: Option<Arc<str>>,
     containers: Arc<Containers>,
+    history: Arc<History>,
+    healer: Option<Arc<Healer>>,
+    rules: tokio::sync::watch::Receiver<Arc<Ruleset>>,
 }
 
 /// What the routes serve.
@@ -38,6 +45,12 @@ pub struct Routes {
     pub api_token: Option<Arc<str>>,
     /// The container view `/api/v1/containers` reads.
     pub containers: Arc<Containers>,
+    /// The lifecycles and the event ring `/api/v1` serves.
+    pub history: Arc<History>,
+    /// The heal handlers' book, for each container's `heal`.
+    pub healer: Option<Arc<Healer>>,
+    /// The rules in force, for the rule that would heal a container.
+    pub rules: tokio::sync::watch::Receiver<Arc<Ruleset>>,
 }
 
 /// The HTTP routes.
@@ -49,12 +62,17 @@ pub fn router(routes: Routes) -> Router {
         .route("/-/reload", post(reload_handler))
         .route("/api/v1/containers", get(api::list))
         .route("/api/v1/containers/{key}", get(api::one))
+        .route("/api/v1/containers/{key}/history", get(history::lifecycle))
+        .route("/api/v1/events", get(history::events))
         .with_state(AppState {
             metrics: routes.metrics,
             health: routes.health,
             reload: routes.reload,
             api_token: routes.api_token,
             containers: routes.containers,
+            history: routes.history,
+            healer: routes.healer,
+            rules: routes.rules,
         })
 }
 

@@ -25,6 +25,7 @@ pub mod dispatch;
 pub mod docker;
 pub mod event;
 pub mod handlers;
+pub mod history;
 pub mod http;
 pub mod internal_events;
 pub mod json;

@@ -229,17 +229,50 @@ fn status(
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dockwarden::status::fetch(url, token.as_deref(), name)) {
-        Ok(value) if json => {
+    use dockwarden::status::{container_path, fetch, history_lines, history_path, table};
+    let token = token.as_deref();
+    let answer = runtime.block_on(async {
+        let Some(name) = name else {
+            return fetch(url, token, &container_path(None))
+                .await
+                .map(|v| (v, None));
+        };
+        let history = fetch(url, token, &history_path(name)).await;
+        // A destroyed container has a history but no entry.
+        match fetch(url, token, &container_path(Some(name))).await {
+            Ok(one) => Ok((one, history.ok())),
+            Err(e) => match history {
+                Ok(h) => Ok((serde_json::Value::Null, Some(h))),
+                Err(_) => Err(e),
+            },
+        }
+    });
+    match answer {
+        Ok((mut value, history)) if json => {
+            if let Some(h) = history {
+                if value.is_null() {
+                    value = serde_json::json!({});
+                }
+                value["history"] = h;
+            }
             out!("{value}");
             ExitCode::SUCCESS
         }
-        Ok(value) => {
+        Ok((value, history)) => {
             let entries = match value {
                 serde_json::Value::Array(all) => all,
+                serde_json::Value::Null => Vec::new(),
                 one => vec![one],
             };
-            out!("{}", dockwarden::status::table(&entries).trim_end());
+            if !entries.is_empty() {
+                out!("{}", table(&entries).trim_end());
+            }
+            if let Some(h) = history {
+                if !entries.is_empty() {
+                    out!("");
+                }
+                out!("{}", history_lines(&h).trim_end());
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -38,17 +38,23 @@ pub fn read_token(path: &std::path::Path) -> Result<String, StatusError> {
         })
 }
 
-/// `GET base/api/v1/containers` (or `/containers/NAME`) as JSON.
-pub async fn fetch(
-    base: &str,
-    token: Option<&str>,
-    name: Option<&str>,
-) -> Result<Value, StatusError> {
+/// The API path of every container (with stats), or of one.
+pub fn container_path(name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("/api/v1/containers/{}", encode_segment(n)),
+        None => "/api/v1/containers?stats=true".to_owned(),
+    }
+}
+
+/// The API path of a container's history.
+pub fn history_path(name: &str) -> String {
+    format!("/api/v1/containers/{}/history", encode_segment(name))
+}
+
+/// `GET base+path` as JSON.
+pub async fn fetch(base: &str, token: Option<&str>, path: &str) -> Result<Value, StatusError> {
     let base = base.trim_end_matches('/');
-    let url = match name {
-        Some(n) => format!("{base}/api/v1/containers/{}", encode_segment(n)),
-        None => format!("{base}/api/v1/containers"),
-    };
+    let url = format!("{base}{path}");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -167,6 +173,39 @@ pub fn table(entries: &[Value]) -> String {
     out
 }
 
+/// A container's history, oldest first, one line per entry: its time, its
+/// key, and what it says (`exit_code=3`, `attempt=2 result=ok`).
+pub fn history_lines(history: &Value) -> String {
+    let entries = history["entries"].as_array().map_or(&[][..], Vec::as_slice);
+    let mut rows: Vec<[String; 3]> = vec![["TIME".into(), "EVENT".into(), "DETAILS".into()]];
+    for e in entries {
+        let details = e["details"].as_object().map_or_else(String::new, |d| {
+            d.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| match v {
+                    Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+        rows.push([
+            e["time"].as_str().unwrap_or("-").to_owned(),
+            e["key"].as_str().unwrap_or("-").to_owned(),
+            details,
+        ]);
+    }
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let (w0, w1) = (width(0), width(1));
+    let mut out = String::new();
+    for [time, key, details] in &rows {
+        let line = format!("{time:<w0$}  {key:<w1$}  {details}");
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -199,6 +238,25 @@ mod tests {
                 "db     exited   none     0         open     -            12.3   12.3MiB"
             ),
             "{t}"
+        );
+    }
+
+    #[test]
+    fn history_lines_say_what_happened_in_order() {
+        let h = json!({"entries": [
+            {"time": "2026-11-23T10:00:00.000000001Z", "key": "container.die", "details": {"exit_code": 3}},
+            {"time": "2026-11-23T10:00:00.2Z", "key": "dockwarden.restart",
+             "details": {"attempt": 1, "result": "ok", "error": null}},
+        ]});
+        let text = history_lines(&h);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "TIME                            EVENT               DETAILS",
+                "2026-11-23T10:00:00.000000001Z  container.die       exit_code=3",
+                "2026-11-23T10:00:00.2Z          dockwarden.restart  attempt=1 result=ok",
+            ]
         );
     }
 

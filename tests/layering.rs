@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["metrics", "docker"],
     &["internal_events"],
     &["audit", "containers", "notify", "progress"],
+    &["history"],
     &["handlers"],
     &["rules"],
     &["dispatch"],

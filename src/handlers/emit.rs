@@ -66,11 +66,14 @@ impl Emitter {
 
     /// `name` and `image` first, then the labels (a label named `name` or
     /// `image` cannot stand in for them, unlike in the engine's events).
+    /// The name is the one the handler acted on: a recreate renames the old
+    /// container aside before its fact is told, and the view may already
+    /// hold the aside name.
     fn attributes(&self, about: About<'_>) -> Attributes {
         let mut a = Attributes::default();
         match self.containers.get(about.id) {
             Some(c) => {
-                a.push("name", &c.name);
+                a.push("name", about.name);
                 a.push("image", &c.image);
                 let mut labels: Vec<(&String, &String)> = c
                     .labels

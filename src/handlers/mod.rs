@@ -232,6 +232,8 @@ pub trait Factory: Send + Sync + 'static {
 pub struct Registry {
     factories: BTreeMap<&'static str, Box<dyn Factory>>,
     observers: BTreeMap<&'static str, Arc<dyn Observer>>,
+    /// The heal handlers' shared book, for the status API.
+    healer: Option<Arc<heal::Healer>>,
 }
 
 impl Registry {
@@ -240,6 +242,7 @@ impl Registry {
         Registry {
             factories: BTreeMap::new(),
             observers: BTreeMap::new(),
+            healer: None,
         }
     }
 
@@ -251,11 +254,17 @@ impl Registry {
         let healer = Arc::new(heal::Healer::default());
         r.register(Box::new(heal::RestartFactory(healer.clone())));
         r.register(Box::new(heal::RecreateFactory(healer.clone())));
-        r.register(Box::new(heal::RaiseMemoryFactory(healer)));
+        r.register(Box::new(heal::RaiseMemoryFactory(healer.clone())));
+        r.healer = Some(healer);
         r.register(Box::new(exec_audit::ExecAuditFactory(Arc::default())));
         r.register(Box::new(network_audit::NetworkAuditFactory::default()));
         r.register(Box::new(notify::NotifyFactory));
         r
+    }
+
+    /// The heal handlers' book of per-container state, if they are built in.
+    pub fn healer(&self) -> Option<Arc<heal::Healer>> {
+        self.healer.clone()
     }
 
     /// Adds a factory; a later one with the same name replaces the earlier.

@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 use super::{AppState, same_secret};
 use crate::containers::{Container, Status};
+use crate::event::{Attributes, Event};
+use crate::handlers::heal::Summary;
+use crate::rules::Ruleset;
 
 /// The states a container can be in, as the engine names them.
 const STATES: &[&str] = &[
@@ -43,7 +46,7 @@ pub(super) async fn list(
         .snapshot()
         .iter()
         .filter(|(c, _)| filter.admits(c))
-        .map(|(c, s)| entry(c, s))
+        .map(|(c, s)| entry(&state, c, s))
         .collect();
     json_response(StatusCode::OK, &Value::Array(entries))
 }
@@ -71,7 +74,7 @@ pub(super) async fn one(
         );
     }
     match state.containers.find(&key) {
-        Some((c, s)) => json_response(StatusCode::OK, &entry(&c, &s)),
+        Some((c, s)) => json_response(StatusCode::OK, &entry(&state, &c, &s)),
         None => error(StatusCode::NOT_FOUND, &format!("no container \"{key}\"")),
     }
 }
@@ -79,7 +82,7 @@ pub(super) async fn one(
 /// None for a request bearing the API token or the reload token, else the
 /// answer that refuses it: without an API token configured the API is off
 /// (403); a wrong or missing token is 401.
-fn refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+pub(super) fn refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(api_token) = &state.api_token else {
         return Some(error(
             StatusCode::FORBIDDEN,
@@ -120,6 +123,8 @@ pub struct Filter {
     labels: Vec<(String, Option<String>)>,
     /// `name=GLOB`: any of them (repeatable).
     names: Option<GlobSet>,
+    /// `stats=true`: read each container's CPU and memory.
+    pub stats: bool,
 }
 
 impl Filter {
@@ -162,6 +167,17 @@ impl Filter {
                     names.add(glob);
                     any_name = true;
                 }
+                "stats" => {
+                    filter.stats = match value.as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => {
+                            return Err(format!(
+                                "`stats` must be true or false, found \"{value}\""
+                            ));
+                        }
+                    }
+                }
                 other => return Err(format!("unknown query parameter `{other}`")),
             }
         }
@@ -188,7 +204,7 @@ impl Filter {
 }
 
 /// One container as the API shows it.
-fn entry(c: &Container, s: &Status) -> Value {
+fn entry(state: &AppState, c: &Container, s: &Status) -> Value {
     let time = |t: &str| (!t.is_empty()).then(|| t.to_owned());
     json!({
         "id": c.id,
@@ -206,19 +222,85 @@ fn entry(c: &Container, s: &Status) -> Value {
             "exit_code": f.exit_code,
             "time": crate::clock::rfc3339_nanos(f.time_nano),
         })),
-        // The healing state lives in the heal handler's books, which do
-        // not report into the view yet: null until they do.
-        "heal": {
-            "rule": null,
-            "restarts_in_window": null,
-            "breaker": null,
-            "pending": null,
-            "last_action": s.actions.back().map(|a| json!({
-                "kind": a.kind,
-                "result": a.result,
-                "time": crate::clock::rfc3339_nanos(a.time_nano),
-            })),
-        },
+        "heal": heal(state, c, s),
+    })
+}
+
+/// The handlers that heal.
+const HEALERS: &[&str] = &["restart", "recreate", "raise_memory"];
+
+/// A container's healing state: from the heal handlers' book once they
+/// have decided about it; before that, the rule that would heal it.
+fn heal(state: &AppState, c: &Container, s: &Status) -> Value {
+    let summary = state.healer.as_ref().and_then(|h| h.summary(&c.name));
+    let rule = match summary.as_ref().and_then(|s| s.rule.clone()) {
+        Some(r) => Some(r),
+        None => heal_rule(&state.rules.borrow(), c),
+    };
+    let (restarts, breaker, pending) = match &summary {
+        Some(s) => (s.restarts_in_window, s.breaker_open, s.pending),
+        None => (0, false, None),
+    };
+    json!({
+        "rule": rule.as_deref(),
+        "restarts_in_window": restarts,
+        "breaker": if breaker { "open" } else { "closed" },
+        "pending": pending.map(|(action, due)| json!({
+            "action": action,
+            "due": crate::clock::rfc3339_nanos(due),
+        })),
+        "last_action": last_action(summary.as_ref(), s).map(|(kind, result, time)| json!({
+            "kind": kind,
+            "result": result,
+            "time": crate::clock::rfc3339_nanos(time),
+        })),
+    })
+}
+
+/// The last action on the container's name (the heal book's, which
+/// survives a recreate), else on this container.
+fn last_action(summary: Option<&Summary>, s: &Status) -> Option<(&'static str, &'static str, i64)> {
+    summary
+        .and_then(|h| h.last_action)
+        .or_else(|| s.actions.back().map(|a| (a.kind, a.result, a.time_nano)))
+}
+
+/// The first heal rule a crash (exit 1) or an `unhealthy` of `c` would
+/// match.
+fn heal_rule(rules: &Ruleset, c: &Container) -> Option<std::sync::Arc<str>> {
+    if !rules
+        .rules
+        .iter()
+        .any(|r| HEALERS.contains(&r.handler_name))
+    {
+        return None;
+    }
+    let mut attributes = Attributes::default();
+    attributes.push("name", &c.name);
+    attributes.push("image", &c.image);
+    for (k, v) in &c.labels {
+        if k != "name" && k != "image" {
+            attributes.push(k, v);
+        }
+    }
+    let mut died = attributes.clone();
+    died.push("exitCode", "1");
+    [
+        Event::new("container", "die", c.id.clone(), died, 0),
+        Event::new(
+            "container",
+            "health_status: unhealthy",
+            c.id.clone(),
+            attributes,
+            0,
+        ),
+    ]
+    .iter()
+    .find_map(|e| {
+        rules
+            .matching(e)
+            .find(|r| HEALERS.contains(&r.handler_name))
+            .map(|r| r.name.clone())
     })
 }
 
@@ -227,7 +309,7 @@ pub(super) fn error(status: StatusCode, why: &str) -> Response {
     json_response(status, &json!({ "error": why }))
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(super) fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -238,7 +320,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 
 /// Percent-decodes a query component (`+` is a space); bytes that do not
 /// decode are kept as written.
-fn decode(s: &str) -> String {
+pub(super) fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -309,6 +391,7 @@ mod tests {
             ("name=", "`name`"),
             ("name=a[", "`name`"),
             ("colour=red", "`colour`"),
+            ("stats=yes", "`stats`"),
         ] {
             let why = Filter::parse(query).expect_err(query);
             assert!(why.contains(named), "{query}: {why}");

@@ -9,9 +9,10 @@
 //!
 //! Use it from a test file with `mod common;` (and `use common::proxy::FaultProxy;`
 //! for the fault-injecting proxy in front of the engine socket). Everything in
-//! the modules below except the proxy is re-exported here, so `common::docker_ok`
+//! the modules below except the proxy and the API helpers ([`api`]) is re-exported here, so `common::docker_ok`
 //! and `common::engine::docker_ok` are the same function:
 //!
+//! * [`api`]: the status API, each answer checked against `docs/api.yaml`;
 //! * [`engine`]: the Docker Engine, the test image, the `docker` CLI, the
 //!   engine's own events, [`Cleanup`];
 //! * [`sidecar`]: [`Dockwarden`], the dockwarden binary under test;
@@ -22,6 +23,7 @@
 //!   purpose.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod engine;
 pub mod http;
 pub mod process;

@@ -98,6 +98,7 @@ impl Heal {
                 }),
             );
             containers.record_action(&facts.id, kind.label(), done.result_label());
+            healer.note_action(&name, kind.label(), done.result_label());
         });
     }
 }

@@ -43,6 +43,29 @@ pub struct Entry {
     /// The container that has this name now: events of an older container
     /// of the same name (handled in another lane) don't touch the entry.
     pub(super) container_id: Option<String>,
+    /// The rule that decided last, and its window, for the status API.
+    pub(super) rule: Option<Arc<str>>,
+    pub(super) window: Duration,
+    /// What the scheduled action is and when it is due (Unix nanoseconds);
+    /// read only while `pending` is set.
+    pub(super) pending_plan: Option<(&'static str, i64)>,
+    /// The last action taken on whichever container had the name: its
+    /// kind, result and time (Unix nanoseconds).
+    pub(super) last_action: Option<(&'static str, &'static str, i64)>,
+}
+
+/// The healing state of a container as the status API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The rule that decided last about it.
+    pub rule: Option<Arc<str>>,
+    /// dockwarden's restarts within that rule's window.
+    pub restarts_in_window: usize,
+    pub breaker_open: bool,
+    /// The scheduled action and when it is due (Unix nanoseconds).
+    pub pending: Option<(&'static str, i64)>,
+    /// The last action: kind, result, time (Unix nanoseconds).
+    pub last_action: Option<(&'static str, &'static str, i64)>,
 }
 
 impl Entry {
@@ -73,6 +96,31 @@ pub struct Healer {
 }
 
 impl Healer {
+    /// The healing state of the container named `name`, if dockwarden has
+    /// any for it.
+    pub fn summary(&self, name: &str) -> Option<Summary> {
+        let now = Instant::now();
+        let book = self.book();
+        let e = book.get(name)?;
+        Some(Summary {
+            rule: e.rule.clone(),
+            restarts_in_window: e
+                .restarts
+                .iter()
+                .filter(|t| now.saturating_duration_since(**t) < e.window)
+                .count(),
+            breaker_open: e.breaker_open,
+            pending: e.pending.as_ref().and(e.pending_plan),
+            last_action: e.last_action,
+        })
+    }
+
+    /// Notes an action taken on the container named `name`.
+    pub(super) fn note_action(&self, name: &str, kind: &'static str, result: &'static str) {
+        self.book().entry(name.to_owned()).or_default().last_action =
+            Some((kind, result, crate::clock::unix_nanos()));
+    }
+
     pub(super) fn book(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         lock(&self.book)
     }
@@ -205,6 +253,7 @@ impl Observer for Healer {
                         *e = Entry {
                             last_start: Some(now),
                             container_id: Some(id.to_owned()),
+                            last_action: e.last_action,
                             ..Entry::default()
                         };
                         // A dry run's breaker was never counted open.

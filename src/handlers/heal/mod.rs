@@ -56,7 +56,7 @@ use crate::internal_events::InternalEvent;
 use crate::internal_events::heal::{BreakerOpened, Decided, NotHealing, Suppressed};
 
 use action::Plan;
-pub use book::{Entry, Healer};
+pub use book::{Entry, Healer, Summary};
 pub use facts::Facts;
 use facts::{describe, failure_of};
 pub use policy::{Decision, Failure, Kind, Params, decide};
@@ -165,6 +165,16 @@ impl Heal {
             let entry = book.entry(facts.name.clone()).or_default();
             entry.container_id = Some(facts.id.clone());
             let d = decide(entry, &self.params, failure, &facts, now);
+            entry.rule = Some(rule.name.clone());
+            entry.window = self.params.window;
+            entry.pending_plan = match d {
+                Decision::Act { delay, .. } => Some((
+                    self.kind.label(),
+                    crate::clock::unix_nanos().saturating_add(delay.as_nanos() as i64),
+                )),
+                Decision::Escalate => Some((Kind::Recreate.label(), crate::clock::unix_nanos())),
+                _ => entry.pending_plan,
+            };
             let acts = matches!(d, Decision::Act { .. } | Decision::Escalate);
             let pending = (acts && !ctx.dry_run).then(|| {
                 let generation = self
