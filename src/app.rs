@@ -136,6 +136,11 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
             history: history.clone(),
             healer: registry.healer(),
             rules: rules_rx.clone(),
+            stats: Arc::new(crate::containers::stats::StatsReader::new(
+                docker.clone(),
+                std::time::Duration::from_secs(config.api.stats_cache_secs),
+                crate::containers::stats::DEFAULT_LIMIT,
+            )),
         });
         tokio::spawn(async move {
             let served = axum::serve(listener, router)

@@ -28,6 +28,7 @@ use crate::event::Event;
 use crate::lock::lock;
 
 mod inspect;
+pub mod stats;
 
 /// dockwarden's own actions remembered per container.
 pub const MAX_ACTIONS: usize = 16;

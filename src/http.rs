@@ -15,6 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 use crate::containers::Containers;
+use crate::containers::stats::StatsReader;
 use crate::handlers::heal::Healer;
 use crate::history::History;
 use crate::metrics::Metrics;
@@ -32,6 +33,7 @@ struct AppState {
     history: Arc<History>,
     healer: Option<Arc<Healer>>,
     rules: tokio::sync::watch::Receiver<Arc<Ruleset>>,
+    stats: Arc<StatsReader>,
 }
 
 /// What the routes serve.
@@ -51,6 +53,8 @@ pub struct Routes {
     pub healer: Option<Arc<Healer>>,
     /// The rules in force, for the rule that would heal a container.
     pub rules: tokio::sync::watch::Receiver<Arc<Ruleset>>,
+    /// Live CPU and memory, for `?stats=true`.
+    pub stats: Arc<StatsReader>,
 }
 
 /// The HTTP routes.
@@ -73,6 +77,7 @@ pub fn router(routes: Routes) -> Router {
             history: routes.history,
             healer: routes.healer,
             rules: routes.rules,
+            stats: routes.stats,
         })
 }
 

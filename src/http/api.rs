@@ -41,13 +41,17 @@ pub(super) async fn list(
         Ok(f) => f,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
-    let entries: Vec<Value> = state
+    let found: Vec<_> = state
         .containers
         .snapshot()
-        .iter()
+        .into_iter()
         .filter(|(c, _)| filter.admits(c))
-        .map(|(c, s)| entry(&state, c, s))
         .collect();
+    let mut entries: Vec<Value> = found.iter().map(|(c, s)| entry(&state, c, s)).collect();
+    if filter.stats {
+        let containers: Vec<&Container> = found.iter().map(|(c, _)| &**c).collect();
+        add_stats(&state, &containers, &mut entries).await;
+    }
     json_response(StatusCode::OK, &Value::Array(entries))
 }
 
@@ -74,8 +78,32 @@ pub(super) async fn one(
         );
     }
     match state.containers.find(&key) {
-        Some((c, s)) => json_response(StatusCode::OK, &entry(&state, &c, &s)),
+        Some((c, s)) => {
+            let mut one = [entry(&state, &c, &s)];
+            add_stats(&state, &[&c], &mut one).await;
+            let [one] = one;
+            json_response(StatusCode::OK, &one)
+        }
         None => error(StatusCode::NOT_FOUND, &format!("no container \"{key}\"")),
+    }
+}
+
+/// Adds `stats` to the entries of the running (or paused, or restarting)
+/// containers, read concurrently; a stopped container has none (the engine
+/// would report zeros).
+async fn add_stats(state: &AppState, containers: &[&Container], entries: &mut [Value]) {
+    let live: Vec<usize> = (0..containers.len())
+        .filter(|&i| {
+            matches!(
+                containers[i].state.status,
+                "running" | "paused" | "restarting"
+            )
+        })
+        .collect();
+    let ids: Vec<String> = live.iter().map(|&i| containers[i].id.clone()).collect();
+    let readings = state.stats.read(&ids).await;
+    for (i, reading) in live.into_iter().zip(readings) {
+        entries[i]["stats"] = reading.to_json();
     }
 }
 
