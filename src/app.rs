@@ -202,12 +202,15 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     ));
     let resync = tokio::spawn(crate::resync::resync_task(
         resync_rx,
-        docker.clone(),
-        queue_tx.clone(),
-        metrics.clone(),
-        ctx.containers.clone(),
-        own.clone(),
-        shutdown.clone(),
+        crate::resync::Resync {
+            docker: docker.clone(),
+            queue: queue_tx.clone(),
+            metrics: metrics.clone(),
+            containers: ctx.containers.clone(),
+            history: Some(history.clone()),
+            own: own.clone(),
+            shutdown: shutdown.clone(),
+        },
     ));
     let checkpoints = tokio::spawn(crate::progress::checkpoint_task(
         config.state.dir.clone(),

@@ -30,21 +30,36 @@ use crate::containers::{Container, Containers, plain_name};
 use crate::dispatch::Enqueue;
 use crate::docker::DockerHandle;
 use crate::event::{Attributes, Event};
+use crate::history::History;
 use crate::internal_events::lifecycle::Resynced;
 use crate::internal_events::{OwnEvents, emit_unattached};
 use crate::metrics::Metrics;
 
+/// What a resync reads and feeds.
+pub struct Resync {
+    pub docker: DockerHandle,
+    pub queue: Enqueue,
+    pub metrics: Arc<Metrics>,
+    pub containers: Arc<Containers>,
+    /// The status API's lifecycles: those of containers that went while no
+    /// stream told it end at the resync that finds them gone.
+    pub history: Option<Arc<History>>,
+    pub own: Arc<dyn OwnEvents>,
+    pub shutdown: CancellationToken,
+}
+
 /// Runs resyncs as they are asked for, one at a time; requests that arrive
 /// while one runs are folded into the next.
-pub async fn resync_task(
-    mut requests: mpsc::Receiver<&'static str>,
-    docker: DockerHandle,
-    queue: Enqueue,
-    metrics: Arc<Metrics>,
-    containers: Arc<Containers>,
-    own: Arc<dyn OwnEvents>,
-    shutdown: CancellationToken,
-) {
+pub async fn resync_task(mut requests: mpsc::Receiver<&'static str>, wiring: Resync) {
+    let Resync {
+        docker,
+        queue,
+        metrics,
+        containers,
+        history,
+        own,
+        shutdown,
+    } = wiring;
     loop {
         let reason = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -65,7 +80,7 @@ pub async fn resync_task(
                 },
             }
         };
-        match reconcile(&client, &queue, &metrics, &containers).await {
+        match reconcile(&client, &queue, &metrics, &containers, history.as_deref()).await {
             Ok((containers, synthetic)) => emit_unattached(
                 &Resynced {
                     reason,
@@ -90,6 +105,7 @@ async fn reconcile(
     queue: &Enqueue,
     metrics: &Metrics,
     containers: &Containers,
+    history: Option<&History>,
 ) -> Result<(usize, usize), bollard::errors::Error> {
     let (listed, known) = list_all(docker, containers).await?;
     let mut live_names = HashSet::new();
@@ -136,6 +152,9 @@ async fn reconcile(
         batch.push(Arc::new(event));
     }
     containers.retain(&live_ids);
+    if let Some(history) = history {
+        history.forget_missing(&live_ids);
+    }
     metrics.forget_containers_except(&live_names);
     let synthetic = batch.len();
     if !batch.is_empty() && queue.try_send(batch).is_err() {

@@ -115,8 +115,10 @@ fn encode_segment(s: &str) -> String {
         .collect()
 }
 
-/// The table of `entries`: NAME, STATE, HEALTH, RESTARTS, BREAKER, LAST
-/// ACTION, CPU %, MEM. What the sidecar does not report is `-`.
+/// The table of `entries`: NAME, STATE, HEALTH, RESTARTS (dockwarden's,
+/// in the heal rule's current window; the engine's own count is
+/// `restart_count` in `--json`), BREAKER, LAST ACTION, CPU %, MEM. What the
+/// sidecar does not report is `-`.
 pub fn table(entries: &[Value]) -> String {
     let header = [
         "NAME",
@@ -150,7 +152,7 @@ pub fn table(entries: &[Value]) -> String {
             text(&e["name"]),
             text(&e["state"]),
             text(&e["health"]),
-            text(&e["restart_count"]),
+            text(&e["heal"]["restarts_in_window"]),
             text(&e["heal"]["breaker"]),
             last_action,
             cpu,
@@ -215,10 +217,11 @@ mod tests {
     #[test]
     fn the_table_aligns_columns_and_marks_what_is_unknown() {
         let t = table(&[
-            json!({"name": "web-1", "state": "running", "health": "healthy", "restart_count": 2,
-                   "heal": {"breaker": null, "last_action": {"kind": "restart", "result": "ok"}}}),
-            json!({"name": "db", "state": "exited", "health": "none", "restart_count": 0,
-                   "heal": {"breaker": "open", "last_action": null},
+            json!({"name": "web-1", "state": "running", "health": "healthy", "restart_count": 0,
+                   "heal": {"restarts_in_window": 2, "breaker": null,
+                            "last_action": {"kind": "restart", "result": "ok"}}}),
+            json!({"name": "db", "state": "exited", "health": "none", "restart_count": 5,
+                   "heal": {"restarts_in_window": 0, "breaker": "open", "last_action": null},
                    "stats": {"cpu_percent": 12.345, "memory_usage": "12.3MiB"}}),
         ]);
         let lines: Vec<&str> = t.lines().collect();

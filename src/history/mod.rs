@@ -15,7 +15,10 @@
 //!   ([`Entry`]: a time, a key, the container ID and a few small details;
 //!   own events share their fields with the event);
 //! - lifecycles of gone containers are dropped `history_keep_secs` after
-//!   the container went, and beyond [`MAX_GONE`] the oldest go first.
+//!   the container went (or a resync found it gone), and beyond
+//!   [`MAX_GONE`] the oldest go first.
+//!
+//! What one event becomes (its entry, its copy in the ring) is `entry.rs`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -25,41 +28,18 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use crate::containers::{Containers, plain_name};
-use crate::event::{Attributes, Event};
+use crate::event::Event;
 use crate::lock::lock;
+
+mod entry;
+
+use entry::{for_ring, lifecycle_entry, time_of};
 
 /// Attribute bytes (keys and values) the ring keeps of one event.
 pub const RING_EVENT_BYTES: usize = 2048;
 
 /// Lifecycles of gone containers kept at most, however recent.
 pub const MAX_GONE: usize = 1000;
-
-/// The engine's container actions a lifecycle records.
-const LIFECYCLE_ACTIONS: &[&str] = &[
-    "create",
-    "start",
-    "die",
-    "oom",
-    "health_status",
-    "kill",
-    "stop",
-    "restart",
-    "rename",
-    "pause",
-    "unpause",
-    "destroy",
-];
-
-/// dockwarden's own events a lifecycle records.
-const OWN_KEYS: &[&str] = &[
-    "dockwarden.restart",
-    "dockwarden.recreate",
-    "dockwarden.raise_memory",
-    "dockwarden.suppressed",
-    "dockwarden.breaker_open",
-    "dockwarden.breaker_closed",
-    "dockwarden.exec",
-];
 
 /// One step of a container's lifecycle.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,6 +157,23 @@ impl History {
         }
     }
 
+    /// Ends the lifecycles of containers not in `live` (the IDs a resync
+    /// listed): they went while no stream told of it. They are kept
+    /// `history_keep_secs` from now, like a destroyed container's.
+    pub fn forget_missing(&self, live: &std::collections::HashSet<String>) {
+        let now = Instant::now();
+        let mut inner = lock(&self.inner);
+        let Inner { names, gone, .. } = &mut *inner;
+        for (name, l) in names.iter_mut() {
+            if l.holder.as_deref().is_some_and(|h| !live.contains(h)) {
+                l.holder = None;
+                l.gone_at = Some(now);
+                gone.push_back((now, name.clone()));
+            }
+        }
+        self.expire(&mut inner, now);
+    }
+
     /// Drops lifecycles gone longer than `keep`, and the oldest gone ones
     /// beyond [`MAX_GONE`].
     fn expire(&self, inner: &mut Inner, now: Instant) {
@@ -260,120 +257,10 @@ fn push(l: &mut Lifecycle, entry: Entry, cap: usize) {
     }
 }
 
-/// When `event` happened, for the lifecycles and the ring: the engine's
-/// time, or for dockwarden's own events the time they were told (their
-/// `time_nano` is their cause's, which keeps their identity stable).
-fn time_of(event: &Event) -> i64 {
-    if event.typ == "dockwarden" {
-        crate::clock::unix_nanos()
-    } else {
-        event.time_nano
-    }
-}
-
-/// The entry `event` adds to its container's lifecycle, if any.
-fn lifecycle_entry(event: &Event, view: &Containers) -> Option<Entry> {
-    let details = if event.typ == "container" {
-        if !LIFECYCLE_ACTIONS.contains(&&*event.action) {
-            return None;
-        }
-        let mut d: Vec<(&'static str, Value)> = Vec::new();
-        match &*event.action {
-            "create" => {
-                if let Some(image) = event.image() {
-                    d.push(("image", Value::from(image)));
-                }
-            }
-            "die" => {
-                let forgeable = view
-                    .get(&event.actor_id)
-                    .is_none_or(|c| c.forgeable.exit_code);
-                let code = event.exit_code().filter(|_| !forgeable);
-                d.push(("exit_code", code.map_or(Value::Null, Value::from)));
-            }
-            "health_status" => {
-                if let Some(status) = event.health_status() {
-                    d.push(("status", Value::from(status)));
-                }
-            }
-            "kill" => {
-                if let Some(signal) = event.attr("signal") {
-                    d.push(("signal", Value::from(signal)));
-                }
-            }
-            "rename" => {
-                if let Some(old) = event.attr("oldName") {
-                    d.push(("old_name", Value::from(plain_name(old))));
-                }
-                d.push(("new_name", Value::from(event.name().unwrap_or_default())));
-            }
-            _ => {}
-        }
-        Details::Engine(d)
-    } else if event.typ == "dockwarden" && OWN_KEYS.contains(&&*event.key) {
-        Details::Own(event.fields.clone().unwrap_or_default())
-    } else {
-        return None;
-    };
-    if event.actor_id.is_empty() {
-        return None;
-    }
-    Some(Entry {
-        time_nano: time_of(event),
-        key: event.key.clone(),
-        id: Arc::from(event.actor_id.as_str()),
-        details,
-    })
-}
-
-/// The event as the ring keeps it: shared, or trimmed to
-/// [`RING_EVENT_BYTES`] of attributes.
-fn for_ring(event: &Arc<Event>) -> Arc<Event> {
-    let size: usize = event
-        .attributes
-        .iter()
-        .map(|(k, v)| k.len() + v.len())
-        .sum();
-    if size <= RING_EVENT_BYTES {
-        return event.clone();
-    }
-    let mut kept = Attributes::default();
-    let mut used = 0;
-    for (k, v) in event.attributes.iter() {
-        // `name` and `image` whatever their size (cut), the rest while
-        // they fit.
-        let essential = k == "name" || k == "image";
-        if essential || used + k.len() + v.len() <= RING_EVENT_BYTES {
-            let v = if essential {
-                cut(v, RING_EVENT_BYTES / 4)
-            } else {
-                v
-            };
-            used += k.len() + v.len();
-            kept.push(k, v);
-        }
-    }
-    kept.push("dockwarden.truncated", "true");
-    let mut trimmed = Event::clone(event);
-    trimmed.attributes = kept;
-    trimmed.detail = trimmed
-        .detail
-        .map(|d| cut(&d, RING_EVENT_BYTES / 4).to_owned());
-    Arc::new(trimmed)
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Attributes;
 
     fn event(action: &str, id: &str, name: &str, extra: &[(&str, &str)], t: i64) -> Arc<Event> {
         let mut a = Attributes::default();
@@ -455,6 +342,22 @@ mod tests {
         h.record(&[event("create", "b", "job", &[], 2)], &view);
         assert!(h.gone().is_empty());
         assert_eq!(keys(&h, "job").len(), 2);
+    }
+
+    #[test]
+    fn a_resync_ends_the_lifecycles_of_containers_it_does_not_find() {
+        let view = Containers::default();
+        let h = History::new(limits(200, Duration::from_secs(3600), 100));
+        h.record(
+            &[
+                event("start", "a", "kept", &[], 1),
+                event("start", "b", "went", &[], 2),
+            ],
+            &view,
+        );
+        h.forget_missing(&["a".to_owned()].into_iter().collect());
+        assert_eq!(h.gone(), ["went"]);
+        assert_eq!(keys(&h, "went"), ["container.start@b"]);
     }
 
     #[test]
