@@ -34,6 +34,7 @@ struct AppState {
     healer: Option<Arc<Healer>>,
     rules: tokio::sync::watch::Receiver<Arc<Ruleset>>,
     stats: Arc<StatsReader>,
+    heal_rules: Arc<api::HealRules>,
 }
 
 /// What the routes serve.
@@ -78,6 +79,7 @@ pub fn router(routes: Routes) -> Router {
             healer: routes.healer,
             rules: routes.rules,
             stats: routes.stats,
+            heal_rules: Arc::default(),
         })
 }
 

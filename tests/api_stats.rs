@@ -107,7 +107,9 @@ async fn stats_agree_with_docker_stats_per_container() {
     let busy = run(
         &cleanup,
         &busy_name,
-        &[&image, "sh", "-c", "while :; do :; done"],
+        // Capped at half a CPU: a steady rate whatever else the machine
+        // runs, so both readings' windows see the same.
+        &["--cpus", "0.5", &image, "sh", "-c", "while :; do :; done"],
     );
     let idle = run(&cleanup, &idle_name, &[&image, "sleep", "300"]);
     let stopped = docker_ok(&["create", "--name", &stopped_name, &image, "sleep", "1"]);
@@ -157,8 +159,8 @@ async fn stats_agree_with_docker_stats_per_container() {
         );
         assert_eq!(bytes_size(stats.memory_limit_bytes as f64), limit, "{name}");
     }
-    // Not vacuous: the loop takes about a CPU, the sleeper next to none.
-    assert!(busy_stats.cpu_percent > 50.0, "busy: {busy_stats:?}");
+    // Not vacuous: the loop takes its half CPU, the sleeper next to none.
+    assert!(busy_stats.cpu_percent > 30.0, "busy: {busy_stats:?}");
     assert!(idle_stats.cpu_percent < 5.0, "idle: {idle_stats:?}");
     assert!(busy_stats.memory_usage_bytes > 0 && busy_stats.memory_limit_bytes > 0);
 

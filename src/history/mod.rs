@@ -25,8 +25,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
-
 use crate::containers::{Containers, plain_name};
 use crate::event::Event;
 use crate::lock::lock;
@@ -37,6 +35,10 @@ use entry::{for_ring, lifecycle_entry, time_of};
 
 /// Attribute bytes (keys and values) the ring keeps of one event.
 pub const RING_EVENT_BYTES: usize = 2048;
+
+/// The JSON text an entry's details take at most (about: a cut string is
+/// marked with a 3-byte `…`).
+pub const DETAILS_BYTES: usize = 384;
 
 /// Lifecycles of gone containers kept at most, however recent.
 pub const MAX_GONE: usize = 1000;
@@ -50,16 +52,10 @@ pub struct Entry {
     pub key: Cow<'static, str>,
     /// The container it happened to (a recreate changes it).
     pub id: Arc<str>,
-    pub details: Details,
-}
-
-/// What an entry says beyond its key.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Details {
-    /// The few attributes of an engine event worth keeping.
-    Engine(Vec<(&'static str, Value)>),
-    /// The fields of an own event, shared with it.
-    Own(Arc<Map<String, Value>>),
+    /// What it says beyond its key, as a JSON object (at most about
+    /// [`DETAILS_BYTES`]): an engine event's few attributes worth keeping,
+    /// an own event's fields.
+    pub details: Box<str>,
 }
 
 /// The limits, from `[api]`.
@@ -124,7 +120,7 @@ impl History {
         self.expire(&mut inner, now);
     }
 
-    fn add(&self, inner: &mut Inner, event: &Event, entry: Entry, now: Instant) {
+    fn add(&self, inner: &mut Inner, event: &Event, mut entry: Entry, now: Instant) {
         let Some(name) = event.name().filter(|n| !n.is_empty()) else {
             return;
         };
@@ -144,6 +140,10 @@ impl History {
             }
         }
         let l = inner.names.entry(name.to_owned()).or_default();
+        // One copy of the ID per container, not one per entry.
+        if let Some(holder) = l.holder.as_ref().filter(|h| ***h == *entry.id) {
+            entry.id = holder.clone();
+        }
         push(l, entry, self.limits.per_container);
         if event.key == "container.destroy" {
             if l.holder.as_deref().is_none_or(|h| h == &*id) {
@@ -324,10 +324,7 @@ mod tests {
         assert_eq!(h.lifecycle("web", 2).map(|l| l.len()), Some(2));
         // The view never saw `old`: its exit code could have been forged.
         let die = &h.lifecycle("web", usize::MAX).unwrap_or_default()[2];
-        assert_eq!(
-            die.details,
-            Details::Engine(vec![("exit_code", Value::Null)])
-        );
+        assert_eq!(&*die.details, r#"{"exit_code":null}"#);
         assert_eq!(h.recent(100, |_, _| true).len(), 8);
     }
 
@@ -358,6 +355,22 @@ mod tests {
         h.forget_missing(&["a".to_owned()].into_iter().collect());
         assert_eq!(h.gone(), ["went"]);
         assert_eq!(keys(&h, "went"), ["container.start@b"]);
+    }
+
+    #[test]
+    fn details_are_bounded_and_say_so() {
+        let long = "x".repeat(5000);
+        let mut fields = serde_json::Map::new();
+        fields.insert("user".into(), "root".into());
+        fields.insert("command".into(), serde_json::json!(["sh", "-c", long]));
+        let text = entry::bounded(fields.clone(), DETAILS_BYTES);
+        assert!(text.len() <= DETAILS_BYTES, "{}", text.len());
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(v["user"], "root");
+        assert_eq!(v["truncated"], true);
+        assert!(v["command"][2].as_str().is_some_and(|c| c.ends_with('…')));
+        let short = entry::bounded(serde_json::Map::new(), DETAILS_BYTES);
+        assert_eq!(short, "{}");
     }
 
     #[test]

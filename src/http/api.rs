@@ -5,16 +5,21 @@
 //! It serves the container view from memory and makes no engine call; it
 //! must not change the view, judge a container, or reload anything.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{AppState, same_secret};
 use crate::containers::{Container, Status};
 use crate::event::{Attributes, Event};
 use crate::handlers::heal::Summary;
+use crate::lock::lock;
 use crate::rules::Ruleset;
 
 /// The states a container can be in, as the engine names them.
@@ -41,18 +46,53 @@ pub(super) async fn list(
         Ok(f) => f,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
-    let found: Vec<_> = state
+    if !filter.stats {
+        // Built off the async workers: a scrape of /metrics that lands on
+        // the same worker must not wait for a list of a thousand.
+        return off_the_workers(move || {
+            let found = found(&state, &filter);
+            let entries: Vec<Entry<'_>> = found.iter().map(|(c, s)| entry(&state, c, s)).collect();
+            serde_json::to_vec(&entries)
+        })
+        .await;
+    }
+    let found = found(&state, &filter);
+    let mut entries: Vec<Entry<'_>> = found.iter().map(|(c, s)| entry(&state, c, s)).collect();
+    let containers: Vec<&Container> = found.iter().map(|(c, _)| &**c).collect();
+    add_stats(&state, &containers, &mut entries).await;
+    json_response(StatusCode::OK, &entries)
+}
+
+/// The containers `filter` admits, sorted by name.
+fn found(state: &AppState, filter: &Filter) -> Vec<(Arc<Container>, Status)> {
+    state
         .containers
         .snapshot()
         .into_iter()
         .filter(|(c, _)| filter.admits(c))
-        .collect();
-    let mut entries: Vec<Value> = found.iter().map(|(c, s)| entry(&state, c, s)).collect();
-    if filter.stats {
-        let containers: Vec<&Container> = found.iter().map(|(c, _)| &**c).collect();
-        add_stats(&state, &containers, &mut entries).await;
+        .collect()
+}
+
+/// A 200 JSON answer encoded by `encode` on the blocking pool.
+pub(super) async fn off_the_workers(
+    encode: impl FnOnce() -> Result<Vec<u8>, serde_json::Error> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(encode).await {
+        Ok(Ok(bytes)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot encode the answer: {e}"),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("building the answer failed: {e}"),
+        ),
     }
-    json_response(StatusCode::OK, &Value::Array(entries))
 }
 
 /// `GET /api/v1/containers/{name-or-id}`.
@@ -81,8 +121,7 @@ pub(super) async fn one(
         Some((c, s)) => {
             let mut one = [entry(&state, &c, &s)];
             add_stats(&state, &[&c], &mut one).await;
-            let [one] = one;
-            json_response(StatusCode::OK, &one)
+            json_response(StatusCode::OK, &one[0])
         }
         None => error(StatusCode::NOT_FOUND, &format!("no container \"{key}\"")),
     }
@@ -91,7 +130,7 @@ pub(super) async fn one(
 /// Adds `stats` to the entries of the running (or paused, or restarting)
 /// containers, read concurrently; a stopped container has none (the engine
 /// would report zeros).
-async fn add_stats(state: &AppState, containers: &[&Container], entries: &mut [Value]) {
+async fn add_stats(state: &AppState, containers: &[&Container], entries: &mut [Entry<'_>]) {
     let live: Vec<usize> = (0..containers.len())
         .filter(|&i| {
             matches!(
@@ -103,7 +142,7 @@ async fn add_stats(state: &AppState, containers: &[&Container], entries: &mut [V
     let ids: Vec<String> = live.iter().map(|&i| containers[i].id.clone()).collect();
     let readings = state.stats.read(&ids).await;
     for (i, reading) in live.into_iter().zip(readings) {
-        entries[i]["stats"] = reading.to_json();
+        entries[i].stats = Some(reading.to_json());
     }
 }
 
@@ -231,27 +270,76 @@ impl Filter {
     }
 }
 
-/// One container as the API shows it.
-fn entry(state: &AppState, c: &Container, s: &Status) -> Value {
-    let time = |t: &str| (!t.is_empty()).then(|| t.to_owned());
-    json!({
-        "id": c.id,
-        "name": c.name,
-        "image": c.image,
-        "state": c.state.status,
-        "health": c.state.health,
-        "exit_code": c.state.exit_code,
-        "started_at": time(&c.state.started_at),
-        "finished_at": time(&c.state.finished_at),
-        "restart_count": c.state.restart_count,
-        "oom_kills": s.oom_kills,
-        "last_failure": s.last_failure.as_ref().map(|f| json!({
-            "kind": f.kind,
-            "exit_code": f.exit_code,
-            "time": crate::clock::rfc3339_nanos(f.time_nano),
-        })),
-        "heal": heal(state, c, s),
-    })
+/// One container as the API shows it (`Container` in `docs/api.yaml`).
+#[derive(Serialize)]
+struct Entry<'a> {
+    id: &'a str,
+    name: &'a str,
+    image: &'a str,
+    state: &'static str,
+    health: &'static str,
+    exit_code: i64,
+    started_at: Option<&'a str>,
+    finished_at: Option<&'a str>,
+    restart_count: i64,
+    oom_kills: u64,
+    last_failure: Option<FailureView>,
+    heal: Heal,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct FailureView {
+    kind: &'static str,
+    exit_code: Option<i64>,
+    time: String,
+}
+
+/// A container's healing state.
+#[derive(Serialize)]
+struct Heal {
+    rule: Option<String>,
+    restarts_in_window: usize,
+    breaker: &'static str,
+    pending: Option<Pending>,
+    last_action: Option<LastAction>,
+}
+
+#[derive(Serialize)]
+struct Pending {
+    action: &'static str,
+    due: String,
+}
+
+#[derive(Serialize)]
+struct LastAction {
+    kind: &'static str,
+    result: &'static str,
+    time: String,
+}
+
+fn entry<'a>(state: &AppState, c: &'a Container, s: &Status) -> Entry<'a> {
+    let time = |t: &'a str| (!t.is_empty()).then_some(t);
+    Entry {
+        id: &c.id,
+        name: &c.name,
+        image: &c.image,
+        state: c.state.status,
+        health: c.state.health,
+        exit_code: c.state.exit_code,
+        started_at: time(&c.state.started_at),
+        finished_at: time(&c.state.finished_at),
+        restart_count: c.state.restart_count,
+        oom_kills: s.oom_kills,
+        last_failure: s.last_failure.as_ref().map(|f| FailureView {
+            kind: f.kind,
+            exit_code: f.exit_code,
+            time: crate::clock::rfc3339_nanos(f.time_nano),
+        }),
+        heal: heal(state, c, s),
+        stats: None,
+    }
 }
 
 /// The handlers that heal.
@@ -259,30 +347,30 @@ const HEALERS: &[&str] = &["restart", "recreate", "raise_memory"];
 
 /// A container's healing state: from the heal handlers' book once they
 /// have decided about it; before that, the rule that would heal it.
-fn heal(state: &AppState, c: &Container, s: &Status) -> Value {
+fn heal(state: &AppState, c: &Container, s: &Status) -> Heal {
     let summary = state.healer.as_ref().and_then(|h| h.summary(&c.name));
     let rule = match summary.as_ref().and_then(|s| s.rule.clone()) {
         Some(r) => Some(r),
-        None => heal_rule(&state.rules.borrow(), c),
+        None => state.heal_rules.of(&state.rules.borrow(), c),
     };
     let (restarts, breaker, pending) = match &summary {
         Some(s) => (s.restarts_in_window, s.breaker_open, s.pending),
         None => (0, false, None),
     };
-    json!({
-        "rule": rule.as_deref(),
-        "restarts_in_window": restarts,
-        "breaker": if breaker { "open" } else { "closed" },
-        "pending": pending.map(|(action, due)| json!({
-            "action": action,
-            "due": crate::clock::rfc3339_nanos(due),
-        })),
-        "last_action": last_action(summary.as_ref(), s).map(|(kind, result, time)| json!({
-            "kind": kind,
-            "result": result,
-            "time": crate::clock::rfc3339_nanos(time),
-        })),
-    })
+    Heal {
+        rule: rule.as_deref().map(str::to_owned),
+        restarts_in_window: restarts,
+        breaker: if breaker { "open" } else { "closed" },
+        pending: pending.map(|(action, due)| Pending {
+            action,
+            due: crate::clock::rfc3339_nanos(due),
+        }),
+        last_action: last_action(summary.as_ref(), s).map(|(kind, result, time)| LastAction {
+            kind,
+            result,
+            time: crate::clock::rfc3339_nanos(time),
+        }),
+    }
 }
 
 /// The last action on the container's name (the heal book's, which
@@ -293,9 +381,51 @@ fn last_action(summary: Option<&Summary>, s: &Status) -> Option<(&'static str, &
         .or_else(|| s.actions.back().map(|a| (a.kind, a.result, a.time_nano)))
 }
 
+/// Each container's [`heal_rule`], remembered by ID and name for the
+/// rules in force (matching every rule for every container on every list
+/// is most of a list's cost).
+#[derive(Default)]
+pub(super) struct HealRules {
+    /// The ruleset they were found in (its address), and by ID: the name
+    /// and the rule.
+    found: Mutex<(usize, HashMap<String, Remembered>)>,
+}
+
+/// A container's name and heal rule, as found.
+type Remembered = (String, Option<Arc<str>>);
+
+impl HealRules {
+    fn of(&self, rules: &Arc<Ruleset>, c: &Container) -> Option<Arc<str>> {
+        let generation = Arc::as_ptr(rules) as usize;
+        {
+            let found = lock(&self.found);
+            if found.0 == generation
+                && let Some((name, rule)) = found.1.get(&c.id)
+                && *name == c.name
+            {
+                return rule.clone();
+            }
+        }
+        let rule = heal_rule(rules, c);
+        let mut found = lock(&self.found);
+        if found.0 != generation {
+            *found = (generation, HashMap::new());
+        }
+        // Containers come and go: start over rather than grow without end.
+        if found.1.len() >= MAX_REMEMBERED {
+            found.1.clear();
+        }
+        found.1.insert(c.id.clone(), (c.name.clone(), rule.clone()));
+        rule
+    }
+}
+
+/// Containers whose heal rule is remembered at most.
+const MAX_REMEMBERED: usize = 20_000;
+
 /// The first heal rule a crash (exit 1) or an `unhealthy` of `c` would
 /// match.
-fn heal_rule(rules: &Ruleset, c: &Container) -> Option<std::sync::Arc<str>> {
+fn heal_rule(rules: &Ruleset, c: &Container) -> Option<Arc<str>> {
     if !rules
         .rules
         .iter()
@@ -337,13 +467,16 @@ pub(super) fn error(status: StatusCode, why: &str) -> Response {
     json_response(status, &json!({ "error": why }))
 }
 
-pub(super) fn json_response(status: StatusCode, body: &Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+pub(super) fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({ "error": format!("cannot encode the answer: {e}") }).to_string(),
+        )
+            .into_response(),
+    }
 }
 
 /// Percent-decodes a query component (`+` is a space); bytes that do not

@@ -7,13 +7,14 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::api::{decode, error, json_response, refusal};
+use super::api::{decode, error, json_response, off_the_workers, refusal};
 use crate::clock::{parse_rfc3339, rfc3339_nanos};
-use crate::event::Event;
-use crate::history::{Details, Entry};
+use crate::event::Attributes;
+use crate::history::Entry;
 
 /// Events `/api/v1/events` returns without `limit`.
 const DEFAULT_EVENTS: usize = 1000;
@@ -121,23 +122,31 @@ pub(super) async fn events(
         Ok(k) => k,
         Err(e) => return bad(&format!("`key` globs do not compile: {e}")),
     };
-    let found = state.history.recent(limit, |t, e| {
-        t >= since && keys.as_ref().is_none_or(|k| k.is_match(&*e.key))
-    });
-    let body: Vec<Value> = found.iter().map(|(t, e)| event(*t, e)).collect();
-    json_response(StatusCode::OK, &Value::Array(body))
+    // Built off the async workers, like the container list.
+    off_the_workers(move || {
+        let found = state.history.recent(limit, |t, e| {
+            t >= since && keys.as_ref().is_none_or(|k| k.is_match(&*e.key))
+        });
+        let body: Vec<EventView<'_>> = found
+            .iter()
+            .map(|(t, e)| EventView {
+                time: rfc3339_nanos(*t),
+                key: &e.key,
+                id: &e.actor_id,
+                attributes: AttributesView(&e.attributes),
+                detail: e.detail.as_deref(),
+                fields: e.fields.as_deref(),
+            })
+            .collect();
+        serde_json::to_vec(&body)
+    })
+    .await
 }
 
 /// One lifecycle entry as the API shows it.
 fn entry(e: &Entry) -> Value {
-    let details = match &e.details {
-        Details::Engine(d) => Value::Object(
-            d.iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                .collect(),
-        ),
-        Details::Own(fields) => Value::Object((**fields).clone()),
-    };
+    // Written by the history as a JSON object; an empty one if not.
+    let details: Value = serde_json::from_str(&e.details).unwrap_or_else(|_| json!({}));
     json!({
         "time": rfc3339_nanos(e.time_nano),
         "key": e.key,
@@ -146,26 +155,31 @@ fn entry(e: &Entry) -> Value {
     })
 }
 
-/// One event of the ring as the API shows it, at `time`.
-fn event(time: i64, e: &Event) -> Value {
-    let attributes: Map<String, Value> = e
-        .attributes
-        .iter()
-        .map(|(k, v)| (k.to_owned(), Value::from(v)))
-        .collect();
-    let mut v = json!({
-        "time": rfc3339_nanos(time),
-        "key": e.key,
-        "id": e.actor_id,
-        "attributes": attributes,
-    });
-    if let Some(detail) = &e.detail {
-        v["detail"] = Value::from(detail.as_str());
+/// One event of the ring as the API shows it (`Event` in `docs/api.yaml`).
+#[derive(Serialize)]
+struct EventView<'a> {
+    time: String,
+    key: &'a str,
+    id: &'a str,
+    attributes: AttributesView<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fields: Option<&'a Map<String, Value>>,
+}
+
+/// An event's attributes as a JSON object, written as they are.
+struct AttributesView<'a>(&'a Attributes);
+
+impl Serialize for AttributesView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0.iter() {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
     }
-    if let Some(fields) = &e.fields {
-        v["fields"] = Value::Object((**fields).clone());
-    }
-    v
 }
 
 /// The decoded `name=value` pairs of a query string.
