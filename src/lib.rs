@@ -14,7 +14,7 @@
 //! `tests/layering.rs`): `clock`, `lock`, `json`, `event`, `config` → `metrics`,
 //! `docker` → `internal_events` → `audit`, `containers`, `notify`, `progress` →
 //! `handlers` → `rules` → `dispatch` → `resync`, `source`, `reload` → `http`
-//! → `app`, `status`.
+//! → `app`, `status`, `health`.
 
 pub mod app;
 pub mod audit;
@@ -25,6 +25,7 @@ pub mod dispatch;
 pub mod docker;
 pub mod event;
 pub mod handlers;
+pub mod health;
 pub mod history;
 pub mod http;
 pub mod internal_events;

@@ -1,5 +1,5 @@
-//! The `dockwarden` command line: `run`, `check`, `audit verify` and
-//! `notify test`. Parsing
+//! The `dockwarden` command line: `run`, `check`, `audit verify`, `status`,
+//! `health` and `notify test`. Parsing
 //! arguments and calling into the library only; no logic of its own.
 
 use std::path::PathBuf;
@@ -90,6 +90,17 @@ enum Command {
         /// One container, by name or ID.
         name: Option<String>,
     },
+    /// Probe a running sidecar once (a container HEALTHCHECK): GET /readyz,
+    /// or /healthz with --live. Exit 0 on a 2xx, 1 otherwise; one line.
+    Health {
+        /// The sidecar's HTTP address.
+        #[arg(long, default_value = dockwarden::health::DEFAULT_URL)]
+        url: String,
+        /// Ask /healthz (the process answers) instead of /readyz (connected
+        /// to the engine's event stream).
+        #[arg(long)]
+        live: bool,
+    },
     /// Notification targets.
     Notify {
         #[command(subcommand)]
@@ -141,6 +152,7 @@ fn main() -> ExitCode {
             json,
             name,
         } => status(&url, token_file.as_deref(), json, name.as_deref()),
+        Command::Health { url, live } => health(&url, live),
         Command::Notify {
             command: NotifyCommand::Test { rules, targets },
         } => notify_test(&rules, &targets),
@@ -278,6 +290,31 @@ fn status(
         Err(e) => {
             err!("dockwarden status: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+fn health(url: &str, live: bool) -> ExitCode {
+    use dockwarden::health::{Probe, probe};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            err!("unhealthy: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let which = if live { Probe::Live } else { Probe::Ready };
+    match runtime.block_on(probe(url, which)) {
+        Ok(line) => {
+            out!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            err!("{e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -9,10 +9,13 @@
 //!
 //! Use it from a test file with `mod common;` (and `use common::proxy::FaultProxy;`
 //! for the fault-injecting proxy in front of the engine socket). Everything in
-//! the modules below except the proxy and the API helpers ([`api`]) is re-exported here, so `common::docker_ok`
+//! the modules below except the proxy, the API helpers ([`api`]) and
+//! [`deploy`] is re-exported here, so `common::docker_ok`
 //! and `common::engine::docker_ok` are the same function:
 //!
 //! * [`api`]: the status API, each answer checked against `docs/api.yaml`;
+//! * [`deploy`]: the dockwarden image and what every deployment test
+//!   checks (published port, health, a heal);
 //! * [`engine`]: the Docker Engine, the test image, the `docker` CLI, the
 //!   engine's own events, [`Cleanup`];
 //! * [`sidecar`]: [`Dockwarden`], the dockwarden binary under test;
@@ -24,6 +27,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod deploy;
 pub mod engine;
 pub mod http;
 pub mod process;
