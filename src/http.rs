@@ -3,6 +3,7 @@
 //! others compute; it must not count, decide or reload anything itself.
 
 mod api;
+mod entry;
 mod history;
 
 use std::sync::Arc;
@@ -34,7 +35,7 @@ struct AppState {
     healer: Option<Arc<Healer>>,
     rules: tokio::sync::watch::Receiver<Arc<Ruleset>>,
     stats: Arc<StatsReader>,
-    heal_rules: Arc<api::HealRules>,
+    heal_rules: Arc<entry::HealRules>,
 }
 
 /// What the routes serve.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::api::{API_TOKEN, RELOAD_TOKEN, get_json, request, with_tokens};
+use common::api::{API_TOKEN, RELOAD_TOKEN, get_json, request, status_cli, with_tokens};
 use common::{
     Cleanup, Dockwarden, TempDir, docker_ok, require_docker, require_test_image, test_image,
     unique, wait_until,
@@ -372,20 +372,6 @@ fn tokens_guard_the_api() {
     // The other endpoints stay open.
     assert_eq!(request(&dw, "GET", "/healthz", None).0, 200);
     assert_eq!(request(&dw, "GET", "/metrics", None).0, 200);
-}
-
-/// `dockwarden status` as a person runs it.
-fn status_cli(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dockwarden"))
-        .arg("status")
-        .args(args)
-        .output()
-        .expect("run dockwarden status");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Acceptance 6 (the table; `api_history.rs` has the history):

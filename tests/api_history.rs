@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::api::{API_TOKEN, get_json, request, with_tokens, with_tokens_and};
+use common::api::{API_TOKEN, get_json, request, status_cli, with_tokens, with_tokens_and};
 use common::{
     Cleanup, TempDir, docker_ok, require_docker, require_test_image, test_image, unique, wait_until,
 };
@@ -22,19 +22,6 @@ fn inspect_id(name: &str) -> String {
     docker_ok(&["inspect", "--format", "{{.Id}}", name])
         .trim()
         .to_owned()
-}
-
-fn status_cli(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dockwarden"))
-        .arg("status")
-        .args(args)
-        .output()
-        .expect("run dockwarden status");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Acceptance 2 and 6: after a crash loop that ends in a recreate and an

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
@@ -39,28 +37,7 @@ fn sighup(dw: &Dockwarden) {
 
 /// `POST path` with an optional bearer token → (status, body).
 fn post(dw: &Dockwarden, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(dw.addr()).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n{auth}\r\n"
-    )
-    .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read");
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let (status, _, body) = common::api::request(dw, "POST", path, token);
     (status, body)
 }
 

@@ -80,6 +80,21 @@ pub fn get_json(dw: &Dockwarden, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
 }
 
+/// `dockwarden status ARGS…` as a person runs it → (exit code, stdout,
+/// stderr).
+pub fn status_cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dockwarden"))
+        .arg("status")
+        .args(args)
+        .output()
+        .expect("run dockwarden status");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `docs/api.yaml` as JSON.
 pub fn openapi() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
