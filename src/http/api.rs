@@ -14,8 +14,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{AppState, same_secret};
 use super::entry::{Entry, entry};
+use super::{AppState, same_secret};
 use crate::containers::{Container, Status};
 
 /// The states a container can be in, as the engine names them.

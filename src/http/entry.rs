@@ -208,4 +208,3 @@ fn heal_rule(rules: &Ruleset, c: &Container) -> Option<Arc<str>> {
             .map(|r| r.name.clone())
     })
 }
-
