@@ -42,6 +42,12 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Overrides `[state] dir`.
     pub state_dir: Option<PathBuf>,
+    /// `--web-config`: TLS and basic auth on the HTTP endpoint, in the
+    /// exporter-toolkit's format.
+    pub web_config: Option<PathBuf>,
+    /// `--web-open-probes`: `/healthz` and `/readyz` need no password and
+    /// no client certificate.
+    pub web_open_probes: bool,
 }
 
 /// Why `run` could not start.
@@ -49,6 +55,9 @@ pub struct RunOptions {
 pub enum AppError {
     #[error("{0}")]
     Rules(Diagnostics),
+    /// A `--web-config` file that cannot be used (exit 2, like a bad rules file).
+    #[error("{0}")]
+    WebConfig(crate::http::WebConfigError),
     #[error(transparent)]
     Docker(#[from] DockerError),
     #[error("cannot read the bearer token from {path}: {why}")]
@@ -73,7 +82,13 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     }
     let token = read_token(config.server.token_file.as_deref())?;
     let api_token = read_token(config.server.api_token_file.as_deref())?;
-    let endpoint = Endpoint::from_env()?;
+    let web = opts
+        .web_config
+        .clone()
+        .map(|path| crate::http::Web::load(path, opts.web_open_probes))
+        .transpose()
+        .map_err(AppError::WebConfig)?;
+    let endpoint = Endpoint::resolve(&config.engine)?;
     let default_listen: SocketAddr = DEFAULT_LISTEN
         .parse()
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9477)));
@@ -136,16 +151,17 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
             history: history.clone(),
             healer: registry.healer(),
             rules: rules_rx.clone(),
-            stats: Arc::new(crate::containers::stats::StatsReader::new(
-                docker.clone(),
-                std::time::Duration::from_secs(config.api.stats_cache_secs),
-                crate::containers::stats::DEFAULT_LIMIT,
-            )),
+            stats: Arc::new(
+                crate::containers::stats::StatsReader::new(
+                    docker.clone(),
+                    std::time::Duration::from_secs(config.api.stats_cache_secs),
+                    crate::containers::stats::DEFAULT_LIMIT,
+                )
+                .reporting(metrics.clone()),
+            ),
         });
         tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
+            let served = crate::http::serve(listener, router, web, stop).await;
             if let Err(e) = served {
                 error!(error = %e, "HTTP endpoint failed.");
             }
@@ -199,6 +215,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         docker.clone(),
         containers.clone(),
         shutdown.clone(),
+        metrics.clone(),
     ));
     let resync = tokio::spawn(crate::resync::resync_task(
         resync_rx,

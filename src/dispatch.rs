@@ -351,14 +351,7 @@ impl Lanes {
             ctx.metrics
                 .handler_ran(rule.handler_name, outcome.label(), started.elapsed());
             if let Outcome::Error(error) = &outcome {
-                warn!(
-                    rule = %rule.name,
-                    handler = rule.handler_name,
-                    event = %work.event,
-                    error = %error,
-                    kind = error.kind(),
-                    "Handler failed."
-                );
+                ctx.handler_failed(&rule.name, rule.handler_name, &work.event, error);
             }
         }
         if let Some(lag) = lag(&work.event) {

@@ -1,11 +1,13 @@
 //! Where the engine is and how to reach it.
 //!
-//! [`Endpoint`] comes from `DOCKER_HOST` (else `/var/run/docker.sock`) and is
-//! used both by the event source's own streaming connection and by the
-//! bollard client handlers use. [`DockerHandle`] holds that client once the
-//! source has connected and negotiated the API version. [`reason`] turns a
-//! connection failure into the one word an operator needs: missing, permission
-//! denied, refused. [`retry`] is the one retry of a call that got no answer.
+//! [`Endpoint`] comes from `DOCKER_HOST` and the rules file's `[engine]`
+//! (else `/var/run/docker.sock`; with TLS as the docker CLI reads it, see
+//! [`settings`] and [`tls`]) and is used both by the event source's own
+//! streaming connection and by the bollard client handlers use.
+//! [`DockerHandle`] holds that client once the source has connected and
+//! negotiated the API version. [`reason`] turns a connection failure into
+//! the one word an operator needs: missing, permission denied, refused,
+//! unknown CA. [`retry`] is the one retry of a call that got no answer.
 //!
 //! It must not decide what to call or when: handlers and the source do.
 
@@ -15,6 +17,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use bollard::{API_DEFAULT_VERSION, Docker};
+
+pub mod settings;
+pub mod tls;
+
+pub use settings::EngineConfig;
+pub use tls::TlsEndpoint;
 
 /// Default engine socket.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -27,8 +35,10 @@ const API_TIMEOUT_SECS: u64 = 60;
 pub enum Endpoint {
     /// `unix:///path/to/docker.sock`
     Unix(PathBuf),
-    /// `tcp://host:port` or `http://host:port` (plain HTTP; no TLS).
+    /// `tcp://host:port` or `http://host:port` (plain HTTP).
     Tcp(String),
+    /// `tcp://host:port` with TLS (`DOCKER_TLS_VERIFY`).
+    Tls(TlsEndpoint),
 }
 
 /// Errors about reaching the engine.
@@ -50,6 +60,10 @@ pub enum DockerError {
     },
     #[error("Docker is not connected yet")]
     NotConnected,
+    #[error("{why}")]
+    BadTls { why: String },
+    #[error("{error} (from {from})")]
+    TlsFile { from: String, error: tls::FileError },
 }
 
 impl DockerError {
@@ -60,19 +74,27 @@ impl DockerError {
             DockerError::Unreachable { reason, .. } => reason,
             DockerError::Status { .. } => "status",
             DockerError::NotConnected => "not_connected",
+            DockerError::BadTls { .. } => "bad_tls",
+            DockerError::TlsFile { .. } => "tls_file",
         }
     }
 }
 
 impl Endpoint {
-    /// `DOCKER_HOST` if set and not empty, else the default socket.
+    /// From the environment alone (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`,
+    /// `DOCKER_CERT_PATH`), else the default socket.
     pub fn from_env() -> Result<Endpoint, DockerError> {
-        match std::env::var("DOCKER_HOST") {
-            Ok(h) if !h.trim().is_empty() => Endpoint::parse(h.trim()),
-            _ => Ok(Endpoint::Unix(PathBuf::from(DEFAULT_SOCKET))),
-        }
+        Endpoint::resolve(&EngineConfig::default())
     }
 
+    /// From the environment, else the rules file's `[engine]`, else the
+    /// default socket.
+    pub fn resolve(config: &EngineConfig) -> Result<Endpoint, DockerError> {
+        settings::resolve(config, &|key| std::env::var(key).ok())
+    }
+
+    /// A `DOCKER_HOST` value, as plain `unix://` or `tcp://`; whether TCP
+    /// gets TLS is [`Endpoint::resolve`]'s decision.
     pub fn parse(host: &str) -> Result<Endpoint, DockerError> {
         let bad = |why| DockerError::BadHost {
             host: host.to_owned(),
@@ -98,9 +120,9 @@ impl Endpoint {
                 return Ok(Endpoint::Tcp(addr));
             }
         }
-        if host.starts_with("https://") || std::env::var_os("DOCKER_TLS_VERIFY").is_some() {
+        if host.starts_with("https://") {
             return Err(bad(
-                "TLS is not supported; use the unix socket or a local TCP port",
+                "for TLS use tcp://host:port with DOCKER_TLS_VERIFY=1 (or [engine] tls_verify)",
             ));
         }
         Err(bad("expected unix:///path or tcp://host:port"))
@@ -118,16 +140,28 @@ impl Endpoint {
             Endpoint::Tcp(addr) => {
                 Docker::connect_with_http(addr, API_TIMEOUT_SECS, API_DEFAULT_VERSION)
             }
+            Endpoint::Tls(tls) => return tls.client(API_TIMEOUT_SECS),
         };
         made.map_err(|e| self.unreachable(&e))
     }
 
-    /// Wraps a connection failure with the endpoint and the reason.
+    /// Wraps a connection failure with the endpoint and the reason; a
+    /// failed TLS handshake is named for its cause (unknown CA, …).
     pub fn unreachable(&self, err: &(dyn std::error::Error + 'static)) -> DockerError {
+        let (reason, detail) = match tls_failure(err) {
+            Some(e) => {
+                let tls = match self {
+                    Endpoint::Tls(t) => Some(t),
+                    _ => None,
+                };
+                tls::explain(e, tls)
+            }
+            None => (reason(err), innermost(err)),
+        };
         DockerError::Unreachable {
             endpoint: self.to_string(),
-            reason: reason(err),
-            detail: innermost(err),
+            reason,
+            detail,
         }
     }
 }
@@ -137,14 +171,52 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Unix(p) => write!(f, "unix://{}", p.display()),
             Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
+            Endpoint::Tls(t) => write!(f, "tcp://{} (TLS)", t.addr),
         }
     }
 }
 
+/// Every error in `err`'s chain, including those that wrappers hide from
+/// `source()`: an `io::Error`'s payload (where tokio-rustls puts rustls's
+/// error) and what bollard's transparent I/O and hyper errors wrap.
+fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+    out: &mut Vec<&'a (dyn std::error::Error + 'static)>,
+) {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if out.len() > 32 {
+            return;
+        }
+        out.push(e);
+        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            causes(inner, out);
+        }
+        match e.downcast_ref::<bollard::errors::Error>() {
+            Some(bollard::errors::Error::IOError { err }) => causes(err, out),
+            Some(bollard::errors::Error::HyperResponseError { err }) => causes(err, out),
+            _ => {}
+        }
+        cur = e.source();
+    }
+}
+
+/// The TLS failure behind `err`, if that is what it is.
+pub fn tls_failure<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut all = Vec::new();
+    causes(err, &mut all);
+    all.into_iter()
+        .find_map(|e| e.downcast_ref::<rustls::Error>())
+}
+
 /// The one word an operator needs about a failed connection.
 pub fn reason(err: &(dyn std::error::Error + 'static)) -> &'static str {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
+    let mut all = Vec::new();
+    causes(err, &mut all);
+    if let Some(e) = all.iter().find_map(|e| e.downcast_ref::<rustls::Error>()) {
+        return tls::explain(e, None).0;
+    }
+    for e in all {
         if let Some(io) = e.downcast_ref::<io::Error>() {
             return match io.kind() {
                 io::ErrorKind::NotFound => "socket missing",
@@ -162,18 +234,16 @@ pub fn reason(err: &(dyn std::error::Error + 'static)) -> &'static str {
         {
             return "socket missing";
         }
-        cur = e.source();
     }
     "error"
 }
 
 /// The innermost message of an error chain: the OS's own words.
 fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut last = err;
-    while let Some(next) = last.source() {
-        last = next;
-    }
-    last.to_string()
+    let mut all = Vec::new();
+    causes(err, &mut all);
+    all.last()
+        .map_or_else(|| err.to_string(), |e| e.to_string())
 }
 
 /// The bollard client handlers use, set once the source has negotiated.
@@ -256,3 +326,6 @@ mod tests {
         assert_eq!(reason(&e), "connection refused");
     }
 }
+
+/// The API calls dockwarden makes, and telling a socket proxy's refusal.
+pub mod calls;

@@ -1,10 +1,20 @@
 //! `/metrics`, `/healthz`, `/readyz`, `POST /-/reload` and the read-only
-//! status API `/api/v1` ([`api`]) on the listen address. It serves what
-//! others compute; it must not count, decide or reload anything itself.
+//! status API `/api/v1` ([`api`]) on the listen address, served by
+//! [`serve`]: with `--web-config`, through TLS and basic auth ([`Web`]). It
+//! serves what others compute; it must not count, decide or reload anything
+//! itself.
 
 mod api;
 mod entry;
+mod guard;
 mod history;
+mod listen;
+mod tls;
+mod web_config;
+
+pub use guard::Web;
+pub use listen::serve;
+pub use web_config::WebConfigError;
 
 use std::sync::Arc;
 

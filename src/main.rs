@@ -61,6 +61,14 @@ enum Command {
         /// Where the checkpoint lives (overrides [state] dir).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// TLS and basic auth for the HTTP endpoint: a Prometheus
+        /// exporter-toolkit web configuration file (read again on change).
+        #[arg(long, value_name = "FILE")]
+        web_config: Option<PathBuf>,
+        /// With --web-config: serve /healthz and /readyz without a password
+        /// or client certificate (for orchestrator probes).
+        #[arg(long, requires = "web_config")]
+        web_open_probes: bool,
         /// Log line format (level filter: RUST_LOG, default "info").
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -93,13 +101,22 @@ enum Command {
     /// Probe a running sidecar once (a container HEALTHCHECK): GET /readyz,
     /// or /healthz with --live. Exit 0 on a 2xx, 1 otherwise; one line.
     Health {
-        /// The sidecar's HTTP address.
-        #[arg(long, default_value = dockwarden::health::DEFAULT_URL)]
+        /// The sidecar's HTTP address (the environment variable lets the
+        /// image's exec-form HEALTHCHECK, which has no shell, reach https).
+        #[arg(long, env = "DOCKWARDEN_HEALTH_URL", default_value = dockwarden::health::DEFAULT_URL)]
         url: String,
         /// Ask /healthz (the process answers) instead of /readyz (connected
         /// to the engine's event stream).
         #[arg(long)]
         live: bool,
+        /// With an https:// URL, do not check the sidecar's certificate
+        /// (a probe of its own loopback address under --web-config).
+        #[arg(
+            long,
+            env = "DOCKWARDEN_HEALTH_INSECURE",
+            value_parser = clap::builder::BoolishValueParser::new()
+        )]
+        insecure: bool,
     },
     /// Notification targets.
     Notify {
@@ -152,7 +169,11 @@ fn main() -> ExitCode {
             json,
             name,
         } => status(&url, token_file.as_deref(), json, name.as_deref()),
-        Command::Health { url, live } => health(&url, live),
+        Command::Health {
+            url,
+            live,
+            insecure,
+        } => health(&url, live, insecure),
         Command::Notify {
             command: NotifyCommand::Test { rules, targets },
         } => notify_test(&rules, &targets),
@@ -161,6 +182,8 @@ fn main() -> ExitCode {
             listen,
             dry_run,
             state_dir,
+            web_config,
+            web_open_probes,
             log_format,
         } => {
             init_logging(log_format);
@@ -169,13 +192,15 @@ fn main() -> ExitCode {
                 listen,
                 dry_run,
                 state_dir,
+                web_config,
+                web_open_probes,
             })
         }
     }
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
-    match Config::load_file(file, &Registry::builtin()) {
+    match Config::check_file(file, &Registry::builtin()) {
         Ok(config) => {
             let handlers: Vec<&str> = config.rules.handlers_used().into_iter().collect();
             out!(
@@ -294,8 +319,8 @@ fn status(
     }
 }
 
-fn health(url: &str, live: bool) -> ExitCode {
-    use dockwarden::health::{Probe, probe};
+fn health(url: &str, live: bool, insecure: bool) -> ExitCode {
+    use dockwarden::health::{Probe, probe_with};
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -307,7 +332,7 @@ fn health(url: &str, live: bool) -> ExitCode {
         }
     };
     let which = if live { Probe::Live } else { Probe::Ready };
-    match runtime.block_on(probe(url, which)) {
+    match runtime.block_on(probe_with(url, which, insecure)) {
         Ok(line) => {
             out!("{line}");
             ExitCode::SUCCESS
@@ -403,6 +428,10 @@ fn run(opts: RunOptions) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(AppError::Rules(diags)) => {
                 err!("{diags}");
+                ExitCode::from(2)
+            }
+            Err(AppError::WebConfig(problems)) => {
+                err!("{problems}");
                 ExitCode::from(2)
             }
             Err(e) => {

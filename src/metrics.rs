@@ -51,6 +51,9 @@ pub struct Metrics {
     notification_queue: IntGaugeVec,
     notification_breaker_open: IntGaugeVec,
     notification_latency: HistogramVec,
+    engine_denied: IntCounterVec,
+    /// The calls whose denial was logged: each is logged once.
+    denied_logged: std::sync::Mutex<std::collections::HashSet<(&'static str, &'static str)>>,
 }
 
 /// The `result` labels of `dockwarden_notifications_total`.
@@ -370,6 +373,17 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let engine_denied = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "dockwarden_engine_calls_denied_total",
+                    "Docker API calls refused with 403 (a socket proxy's allow list), by method and path with IDs as {id}.",
+                ),
+                &["method", "path"],
+            )
+            .expect("valid metric"),
+        );
         let build_info = reg(
             &r,
             IntGaugeVec::new(
@@ -432,6 +446,8 @@ impl Metrics {
             notification_queue,
             notification_breaker_open,
             notification_latency,
+            engine_denied,
+            denied_logged: Default::default(),
         }
     }
 
@@ -604,6 +620,13 @@ impl Metrics {
         self.notification_latency
             .with_label_values(&[target])
             .observe(latency.as_secs_f64());
+    }
+
+    /// A call the engine (or a socket proxy) refused with 403; true the first
+    /// time for this method and path, which is the time to log it.
+    pub fn engine_call_denied(&self, method: &'static str, path: &'static str) -> bool {
+        self.engine_denied.with_label_values(&[method, path]).inc();
+        crate::lock::lock(&self.denied_logged).insert((method, path))
     }
 
     /// The registry, for handlers that add metrics of their own.

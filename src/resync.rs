@@ -24,13 +24,15 @@ use bollard::models::ContainerSummary;
 use bollard::query_parameters::ListContainersOptions;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::containers::{Container, Containers, plain_name};
 use crate::dispatch::Enqueue;
 use crate::docker::DockerHandle;
+use crate::docker::calls::{self, Call};
 use crate::event::{Attributes, Event};
 use crate::history::History;
+use crate::internal_events::denied::report;
 use crate::internal_events::lifecycle::Resynced;
 use crate::internal_events::{OwnEvents, emit_unattached};
 use crate::metrics::Metrics;
@@ -90,6 +92,10 @@ pub async fn resync_task(mut requests: mpsc::Receiver<&'static str>, wiring: Res
                 &metrics,
                 own.as_ref(),
             ),
+            // A denial was logged (once) where it happened.
+            Err(e) if calls::denied(&e).is_some() => {
+                debug!(reason, error = %e, "Resync failed; the next gap or restart retries it.")
+            }
             Err(e) => {
                 warn!(reason, error = %e, "Resync failed; the next gap or restart retries it.")
             }
@@ -107,7 +113,7 @@ async fn reconcile(
     containers: &Containers,
     history: Option<&History>,
 ) -> Result<(usize, usize), bollard::errors::Error> {
-    let (listed, known) = list_all(docker, containers).await?;
+    let (listed, known) = list_all(docker, containers, metrics).await?;
     let mut live_names = HashSet::new();
     let mut live_ids = HashSet::new();
     let mut batch = Vec::new();
@@ -165,21 +171,29 @@ async fn reconcile(
 
 /// Lists every container and inspects each into the container view; returns
 /// the listing and the views of those still there to inspect.
+/// A denied call is reported, never retried here.
 async fn list_all(
     docker: &bollard::Docker,
     containers: &Containers,
+    metrics: &Metrics,
 ) -> Result<(Vec<ContainerSummary>, Vec<Arc<Container>>), bollard::errors::Error> {
     let listed = docker
         .list_containers(Some(ListContainersOptions {
             all: true,
             ..Default::default()
         }))
-        .await?;
+        .await
+        .inspect_err(|e| {
+            report(metrics, Call::ContainerList, "listing containers", e);
+        })?;
     let mut known = Vec::with_capacity(listed.len());
     for c in &listed {
         let Some(id) = c.id.as_deref() else { continue };
-        if let Ok(view) = containers.inspect(docker, id).await {
-            known.push(view);
+        match containers.inspect(docker, id).await {
+            Ok(view) => known.push(view),
+            Err(e) => {
+                report(metrics, Call::ContainerInspect, "listing containers", &e);
+            }
         }
     }
     Ok((listed, known))
@@ -188,12 +202,15 @@ async fn list_all(
 /// Fills the container view once the stream is first connected, so it is
 /// complete from the start even when resuming from a checkpoint (which
 /// skips the startup resync). Feeds no events: the checkpoint's replay
-/// tells the rules what they missed.
+/// tells the rules what they missed. A failure is retried after 1 s,
+/// doubling to a minute (a proxy's denial does not change by itself).
 pub async fn fill_view_at_start(
     docker: DockerHandle,
     containers: Arc<Containers>,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 ) {
+    let mut retry_in = std::time::Duration::from_secs(1);
     loop {
         let client = loop {
             match docker.get() {
@@ -206,17 +223,21 @@ pub async fn fill_view_at_start(
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            listed = list_all(&client, &containers) => match listed {
+            listed = list_all(&client, &containers, &metrics) => match listed {
                 Ok((listed, _)) => {
-                    tracing::debug!(containers = listed.len(), "Container view filled.");
+                    debug!(containers = listed.len(), "Container view filled.");
                     return;
                 }
-                Err(e) => warn!(error = %e, "Cannot list containers; retrying."),
+                Err(e) if calls::denied(&e).is_some() => {
+                    debug!(error = %e, retry_in = ?retry_in, "Cannot list containers; retrying.")
+                }
+                Err(e) => warn!(error = %e, retry_in = ?retry_in, "Cannot list containers; retrying."),
             },
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(retry_in) => {}
         }
+        retry_in = (retry_in * 2).min(std::time::Duration::from_secs(60));
     }
 }

@@ -25,13 +25,16 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
 
 use crate::audit::AuditHandle;
 use crate::config::ExitCode;
 use crate::config::table::Table;
-use crate::containers::Containers;
+use crate::containers::{Container, Containers};
 use crate::docker::DockerHandle;
+use crate::docker::calls::Call;
 use crate::event::Event;
+use crate::internal_events::denied::{CallDenied, report};
 use crate::internal_events::{InternalEvent, OwnEvents};
 use crate::metrics::Metrics;
 use crate::notify::NotifyHandle;
@@ -60,6 +63,14 @@ pub enum Outcome {
 pub enum HandlerError {
     #[error("Docker is not connected")]
     NotConnected,
+    /// A socket proxy (or authorization plugin) refused the call: 403.
+    /// Retrying cannot help until its configuration changes.
+    #[error("{during}: {} {} denied (403): {}", call.method(), call.path(), crate::docker::calls::plain(message))]
+    Denied {
+        during: String,
+        call: Call,
+        message: String,
+    },
     /// The engine answered with an error status.
     #[error("{during}: Docker answered {status}: {message}")]
     Refused {
@@ -80,9 +91,22 @@ pub enum HandlerError {
 }
 
 impl HandlerError {
-    /// An engine call `during` (what was being done) that failed.
-    pub fn engine(during: impl Into<String>, e: bollard::errors::Error) -> HandlerError {
+    /// An engine call (`call`, made for `during`: what was being done)
+    /// that failed.
+    pub fn engine(
+        call: Call,
+        during: impl Into<String>,
+        e: bollard::errors::Error,
+    ) -> HandlerError {
         match e {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 403,
+                message,
+            } => HandlerError::Denied {
+                during: during.into(),
+                call,
+                message,
+            },
             bollard::errors::Error::DockerResponseServerError {
                 status_code,
                 message,
@@ -102,10 +126,21 @@ impl HandlerError {
     pub fn kind(&self) -> &'static str {
         match self {
             HandlerError::NotConnected => "not_connected",
+            HandlerError::Denied { .. } => "denied",
+            HandlerError::Recreate(e) if e.denied() => "denied",
             HandlerError::Refused { .. } => "refused",
             HandlerError::Unanswered { .. } => "unanswered",
             HandlerError::Recreate(_) => "recreate",
             HandlerError::Panicked => "panicked",
+        }
+    }
+
+    /// The calls a proxy denied on the way, each with its answer.
+    pub fn denials(&self) -> Vec<(Call, &str)> {
+        match self {
+            HandlerError::Denied { call, message, .. } => vec![(*call, message.as_str())],
+            HandlerError::Recreate(e) => e.denials(),
+            _ => Vec::new(),
         }
     }
 }
@@ -158,6 +193,42 @@ impl Ctx {
     /// as an event about `about`.
     pub fn emit(&self, fact: &dyn InternalEvent, about: Option<About<'_>>) {
         self.emitter().emit(fact, about);
+    }
+
+    /// The view of container `id` (inspected now if it is not cached), or
+    /// None if the engine cannot tell; a denied inspect is reported.
+    pub async fn container(&self, docker: &bollard::Docker, id: &str) -> Option<Arc<Container>> {
+        match self.containers.lookup(docker, id).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                report(&self.metrics, Call::ContainerInspect, id, &e);
+                None
+            }
+        }
+    }
+
+    /// Logs a failed handler run. A call a socket proxy denied is logged
+    /// once per call, with what to allow; the run's own line is then only
+    /// a debug line.
+    pub fn handler_failed(&self, rule: &str, handler: &str, event: &Event, error: &HandlerError) {
+        let denials = error.denials();
+        for (call, message) in &denials {
+            let during = format!("{handler} for {event}");
+            self.emit(
+                &CallDenied {
+                    call: *call,
+                    during: &during,
+                    message,
+                },
+                None,
+            );
+        }
+        let kind = error.kind();
+        if denials.is_empty() {
+            warn!(rule, handler, event = %event, error = %error, kind, "Handler failed.");
+        } else {
+            debug!(rule, handler, event = %event, error = %error, kind, "Handler failed.");
+        }
     }
 }
 

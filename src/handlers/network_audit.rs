@@ -91,14 +91,10 @@ impl Handler for NetworkAudit {
                 r.insert("container_id".into(), container.into());
                 // The name from the engine; a removed container has none left.
                 let name = match ctx.docker.get() {
-                    Ok(docker) => ctx
-                        .containers
-                        .lookup(&docker, container)
-                        .await
-                        .ok()
-                        .map(|c| c.name.clone()),
+                    Ok(docker) => ctx.container(&docker, container).await,
                     Err(_) => None,
-                };
+                }
+                .map(|c| c.name.clone());
                 enriched = name.is_some();
                 r.insert(
                     "container_name".into(),

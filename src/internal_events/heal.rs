@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::InternalEvent;
 use crate::metrics::Metrics;
@@ -175,7 +175,8 @@ pub enum ActionResult {
     /// It looked again and left the container alone.
     Suppressed,
     /// The engine refused or failed: what happened, and its kind (a fixed
-    /// word such as `refused` or `unanswered`).
+    /// word such as `refused` or `unanswered`; `denied`, a socket proxy's
+    /// 403, is logged once per call by `denied::CallDenied` instead).
     Error { error: String, kind: &'static str },
 }
 
@@ -251,6 +252,11 @@ impl InternalEvent for Acted<'_> {
                 );
             }
             ActionResult::Suppressed => {}
+            // Counted above; the denial itself was logged (once per call)
+            // with what to allow.
+            ActionResult::Error { error, kind } if *kind == "denied" => {
+                debug!(container = %self.container, rule = %self.rule, action = self.action, error = %error, kind, "Healing action denied by the socket proxy.");
+            }
             ActionResult::Error { error, kind } => {
                 error!(container = %self.container, rule = %self.rule, action = self.action, error = %error, kind, "Healing action failed.");
             }

@@ -17,6 +17,7 @@
 //! it calls no engine.
 
 pub mod audit;
+pub mod denied;
 pub mod heal;
 pub mod lifecycle;
 pub mod source;

@@ -64,7 +64,10 @@ impl InternalEvent for StreamLost<'_> {
         metrics.stream_connected(false);
         let retry_in = format!("{:.1}s", self.retry_in.as_secs_f64());
         let (error, kind) = (self.error, self.kind);
-        if self.never_connected {
+        if kind == "denied" {
+            // `denied::CallDenied` logged it once, with what to allow.
+            debug!(retry_in = %retry_in, kind, "{error}; retrying.");
+        } else if self.never_connected {
             warn!(retry_in = %retry_in, kind, "{error}; retrying.");
         } else {
             warn!(

@@ -33,6 +33,7 @@ pub(super) fn compile(
         audit: audit_config,
         api: api_config,
         notify: notify_config,
+        engine: engine_config,
     } = sections::read(&mut top, &span, diags);
     let notify_targets: Arc<[String]> = notify_config.names().into();
 
@@ -80,6 +81,7 @@ pub(super) fn compile(
         audit: audit_config,
         api: api_config,
         notify: notify_config,
+        engine: engine_config,
         rules: Arc::new(Ruleset { rules, observers }),
     })
 }

@@ -47,6 +47,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[notify.targets.*]`: where `notify` rules send.
     pub notify: NotifyConfig,
+    /// `[engine]`: where the engine is, and TLS (the environment overrides it).
+    pub engine: crate::docker::EngineConfig,
     pub rules: Arc<Ruleset>,
 }
 
@@ -123,6 +125,26 @@ impl Config {
             Diagnostics::whole_file(&display, format!("cannot read rules file: {e}"))
         })?;
         Config::load_str(&display, &source, registry)
+    }
+
+    /// `dockwarden check`: [`Config::load_file`], and also whether the
+    /// certificate files `[engine]` names can be used, every problem in one
+    /// list in file order.
+    pub fn check_file(path: &Path, registry: &Registry) -> Result<Config, Diagnostics> {
+        let display = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics::whole_file(&display, format!("cannot read rules file: {e}"))
+        })?;
+        let files = sections::engine_file_problems(&display, &source);
+        match Config::load_str(&display, &source, registry) {
+            Ok(config) if files.items.is_empty() => Ok(config),
+            Ok(_) => Err(files),
+            Err(mut all) => {
+                all.items.extend(files.items);
+                all.items.sort_by_key(|d| (d.line, d.col));
+                Err(all)
+            }
+        }
     }
 
     /// Loads rules from text; `file` names it in diagnostics.

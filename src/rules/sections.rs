@@ -1,6 +1,8 @@
 //! The sections of the rules file that are not rules: `[server]`,
-//! `[source]`, `[state]`, `[dispatch]`, `[audit]`, `[api]` and `[notify]` (read by
-//! `crate::notify::read`, secret files included), each read through a
+//! `[source]`, `[state]`, `[dispatch]`, `[audit]`, `[api]`, `[notify]` (read by
+//! `crate::notify::read`, secret files included) and `[engine]` (read by
+//! `crate::docker::settings::read`; its certificate files are checked only by
+//! [`engine_file_problems`], for `dockwarden check`), each read through a
 //! [`Table`] with its defaults and ranges. They take effect at start; a
 //! reload reads them only to validate the file.
 
@@ -9,8 +11,9 @@ use std::net::SocketAddr;
 use std::ops::Range;
 
 use crate::audit::{AuditConfig, Fsync};
-use crate::config::diag::Collector;
+use crate::config::diag::{Collector, Diagnostics};
 use crate::config::table::Table;
+use crate::docker::EngineConfig;
 use crate::notify::NotifyConfig;
 
 /// Listen address when neither the file nor `--listen` gives one.
@@ -80,6 +83,8 @@ pub struct Sections {
     pub api: ApiConfig,
     /// `[notify.targets.NAME]`: where the `notify` handler sends.
     pub notify: NotifyConfig,
+    /// `[engine]`: where the engine is, and TLS.
+    pub engine: EngineConfig,
 }
 
 /// Reads the sections from the file's top table; problems go to `diags`.
@@ -177,6 +182,7 @@ pub fn read(top: &mut Table<'_, '_>, span: &Range<usize>, diags: &RefCell<Collec
     api.finish();
 
     let notify = crate::notify::read(top);
+    let engine = crate::docker::settings::read(top, span);
     Sections {
         server: server_config,
         source: source_config,
@@ -185,7 +191,30 @@ pub fn read(top: &mut Table<'_, '_>, span: &Range<usize>, diags: &RefCell<Collec
         audit: audit_config,
         api: api_config,
         notify,
+        engine,
     }
+}
+
+/// The certificate files `[engine]` names that cannot be used, as
+/// diagnostics of `file` (whose text is `source`): `dockwarden check`
+/// reports them; `run` does not refuse to start over them but keeps
+/// retrying the engine, since a file may be mounted later.
+pub fn engine_file_problems(file: &str, source: &str) -> Diagnostics {
+    let (root, _) = toml::de::DeTable::parse_recoverable(source);
+    // Only the file problems: load_str reports everything else.
+    let scratch = RefCell::new(Collector::default());
+    let mut top = Table::new(
+        Some(root.get_ref()),
+        root.span(),
+        "the rules file",
+        &scratch,
+    );
+    let engine = crate::docker::settings::read(&mut top, &root.span());
+    let mut found = Collector::default();
+    for (span, message) in engine.file_problems() {
+        found.error(span, message);
+    }
+    found.finish(file, source)
 }
 
 #[cfg(test)]
@@ -221,5 +250,29 @@ mod tests {
         assert!(text.contains("t.toml:2:25:"), "{text}");
         assert!(text.contains("history_per_container"), "{text}");
         assert!(text.contains("t.toml:3:1: unknown key `colour`"), "{text}");
+    }
+
+    #[test]
+    fn engine_section_keys_and_file_problems() {
+        let c = load("[engine]\nhost = \"tcp://h:2376\"\ntls_verify = true\ncert_path = \"/c\"\n")
+            .expect("valid");
+        assert_eq!(c.engine.host.as_deref(), Some("tcp://h:2376"));
+        assert!(c.engine.tls_verify);
+        assert_eq!(c.engine.cert_path.map(|p| p.path), Some("/c".into()));
+        // A missing file is not a load error (run retries); check names it.
+        let src = "[engine]\ntls_verify = true\nca_file = \"/nonexistent/ca.pem\"\nport = 2376\n";
+        let d = load(src).err().expect("unknown key");
+        assert_eq!(d.items.len(), 1, "{d}");
+        assert!(
+            d.to_string()
+                .contains("t.toml:4:1: unknown key `port` in [engine]"),
+            "{d}"
+        );
+        let files = super::engine_file_problems("t.toml", src).to_string();
+        assert_eq!(
+            files,
+            "t.toml:3:11: `ca_file` in [engine]: cannot use the TLS CA certificate \
+             /nonexistent/ca.pem: missing"
+        );
     }
 }

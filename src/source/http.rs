@@ -1,5 +1,7 @@
 //! One HTTP request from the source to the engine: connect over the unix
-//! socket or TCP, hyper's HTTP/1 handshake, `GET`, check the status.
+//! socket, TCP, or TCP with TLS (the configuration the bollard client uses
+//! too, from [`crate::docker::tls`]), hyper's HTTP/1 handshake, `GET`, check
+//! the status.
 //!
 //! The source speaks HTTP itself rather than through bollard's `events()`,
 //! whose closed `Type` enum ends the whole stream on an event type it does
@@ -77,6 +79,18 @@ pub(super) async fn open(
             ),
             addr.as_str(),
         ),
+        Endpoint::Tls(tls) => {
+            // The files are read at each connection: renewed ones are used.
+            let connector = tls.connector()?;
+            (
+                Box::new(
+                    tls.connect(&connector)
+                        .await
+                        .map_err(|e| endpoint.unreachable(&e))?,
+                ),
+                tls.addr.as_str(),
+            )
+        }
     };
     let http = |e: &dyn Display| failed(endpoint, e);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
@@ -95,7 +109,15 @@ pub(super) async fn open(
         )
         .body(Empty::<Bytes>::new())
         .map_err(|e| http(&e))?;
-    let response = sender.send_request(request).await.map_err(|e| http(&e))?;
+    // With TLS 1.3 the engine judges our certificate after the handshake:
+    // its refusal arrives here, and is named like any TLS failure.
+    let response = sender.send_request(request).await.map_err(|e| {
+        if crate::docker::tls_failure(&e).is_some() {
+            SourceError::from(endpoint.unreachable(&e))
+        } else {
+            http(&e)
+        }
+    })?;
     let status = response.status();
     if !status.is_success() {
         let body = response

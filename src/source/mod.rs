@@ -46,7 +46,9 @@ pub use framer::{Framer, Lines, MAX_LINE_BYTES, decode_line};
 pub use sink::Sink;
 
 use crate::dispatch::Enqueue;
+use crate::docker::calls::{self, Call};
 use crate::docker::{DockerError, DockerHandle, Endpoint};
+use crate::internal_events::denied::CallDenied;
 use crate::internal_events::source::{ReaderStopped, StreamLost};
 use crate::internal_events::{InternalEvent, OwnEvents};
 use crate::metrics::Metrics;
@@ -72,6 +74,13 @@ pub enum SourceError {
     },
     #[error("no event for {idle_secs}s and {why}: the stream is dead")]
     Stalled { idle_secs: u64, why: String },
+    /// A socket proxy refused the call (403): `/version` or `/events`.
+    #[error("{} {} denied by {endpoint} (403): {}", call.method(), call.path(), calls::plain(message))]
+    Denied {
+        endpoint: String,
+        call: Call,
+        message: String,
+    },
 }
 
 impl SourceError {
@@ -82,6 +91,24 @@ impl SourceError {
             SourceError::Http { .. } => "http",
             SourceError::Timeout { .. } => "timeout",
             SourceError::Stalled { .. } => "stalled",
+            SourceError::Denied { .. } => "denied",
+        }
+    }
+
+    /// A 403 answer to `call` (a socket proxy's refusal) as
+    /// [`SourceError::Denied`]; anything else as it is.
+    fn or_denied(self, call: Call) -> SourceError {
+        match self {
+            SourceError::Docker(DockerError::Status {
+                endpoint,
+                status: 403,
+                message,
+            }) => SourceError::Denied {
+                endpoint,
+                call,
+                message,
+            },
+            other => other,
         }
     }
 }
@@ -187,7 +214,20 @@ impl Source {
             let (error, kind) = match result {
                 Ok(End::Shutdown) => break,
                 Ok(End::Eof) => ("the engine ended the event stream".to_owned(), "eof"),
-                Err(e) => (e.to_string(), e.kind()),
+                Err(e) => {
+                    // Logged once, with what to allow; retried with the
+                    // backoff, as the proxy's configuration may change.
+                    if let SourceError::Denied { call, message, .. } = &e {
+                        let during = "connecting to the event stream";
+                        CallDenied {
+                            call: *call,
+                            during,
+                            message,
+                        }
+                        .emit(&self.metrics);
+                    }
+                    (e.to_string(), e.kind())
+                }
             };
             if started.elapsed() >= STABLE_AFTER || self.sink.delivered() > delivered_before {
                 self.backoff.reset();

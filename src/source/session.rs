@@ -20,6 +20,7 @@ use super::http::{self, CONNECT_TIMEOUT};
 use super::sink::MAX_BATCH;
 use super::{Lines, Source, SourceError, format_since};
 use crate::clock::unix_nanos;
+use crate::docker::calls::{self, Call};
 use crate::event::Event;
 use crate::internal_events::InternalEvent;
 use crate::internal_events::source::StreamConnected;
@@ -57,9 +58,9 @@ impl Source {
             Some(s) => format!("/v{api}/events?since={s}"),
             None => format!("/v{api}/events"),
         };
-        let opened = self
-            .within("the events request", http::open(&self.endpoint, &path))
-            .await?;
+        let events =
+            http::open(&self.endpoint, &path).map(|r| r.map_err(|e| e.or_denied(Call::Events)));
+        let opened = self.within("the events request", events).await?;
         let Some((mut body, _conn)) = opened else {
             return Ok(End::Shutdown);
         };
@@ -92,9 +93,16 @@ impl Source {
     async fn negotiate(&self) -> Result<Option<String>, SourceError> {
         let docker = self.endpoint.client()?;
         let endpoint = &self.endpoint;
-        let negotiated = docker
-            .negotiate_version()
-            .map(|r| r.map_err(|e| SourceError::from(endpoint.unreachable(&e))));
+        let negotiated = docker.negotiate_version().map(|r| {
+            r.map_err(|e| match calls::denied(&e) {
+                Some(message) => SourceError::Denied {
+                    endpoint: endpoint.to_string(),
+                    call: Call::Version,
+                    message: message.to_owned(),
+                },
+                None => SourceError::from(endpoint.unreachable(&e)),
+            })
+        });
         let Some(docker) = self.within("the version request", negotiated).await? else {
             return Ok(None);
         };

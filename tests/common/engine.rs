@@ -40,7 +40,7 @@ pub fn endpoint() -> Endpoint {
 pub fn docker_socket_path() -> Option<PathBuf> {
     match endpoint() {
         Endpoint::Unix(path) => Some(path),
-        Endpoint::Tcp(_) => None,
+        Endpoint::Tcp(_) | Endpoint::Tls(_) => None,
     }
 }
 

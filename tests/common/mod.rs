@@ -24,6 +24,8 @@
 //! * [`process`]: unique names, temp dirs, polling, commands with a timeout;
 //! * [`proxy`]: [`proxy::FaultProxy`], which breaks the engine connection on
 //!   purpose.
+//! * [`tls`]: certificates made in the test and [`tls::Stunnel`], a real
+//!   TLS terminator in front of the engine socket.
 #![allow(dead_code)]
 
 pub mod api;
@@ -35,6 +37,7 @@ pub mod prom;
 pub mod proxy;
 pub mod receiver;
 pub mod sidecar;
+pub mod tls;
 
 // Each test file uses only some of them.
 #[allow(unused_imports)]

@@ -38,10 +38,13 @@ use super::{About, BoxFuture, Ctx, Factory, Handler, HandlerError, Observer, Out
 use crate::audit::{Record, Severity};
 use crate::config::table::Table;
 use crate::containers::Container;
+use crate::docker::calls::Call;
 use crate::docker::retry;
 use crate::event::Event;
 use crate::internal_events::audit::ExecStarted;
+use crate::internal_events::denied::report;
 use crate::lock::lock;
+use crate::metrics::Metrics;
 use record::{Moment, argv, exec_fields, same_command, submit};
 
 pub use record::is_shell;
@@ -71,11 +74,17 @@ pub struct ExecAuditor {
     order: Mutex<std::collections::VecDeque<String>>,
 }
 
+/// A denial is reported, and never retried.
 async fn inspect_exec(
     docker: &Docker,
+    metrics: &Metrics,
     id: &str,
 ) -> Result<ExecInspectResponse, bollard::errors::Error> {
-    retry(|| docker.inspect_exec(id)).await
+    let inspected = retry(|| docker.inspect_exec(id)).await;
+    if let Err(e) = &inspected {
+        report(metrics, Call::ExecInspect, "auditing an exec", e);
+    }
+    inspected
 }
 
 pub struct ExecAuditFactory(pub Arc<ExecAuditor>);
@@ -137,7 +146,7 @@ impl ExecAudit {
     /// The exec this `exec_start` is about, verified with the engine.
     async fn find_exec(
         &self,
-        docker: &Docker,
+        (docker, metrics): (&Docker, &Metrics),
         event: &Event,
         container: Option<&Container>,
     ) -> Option<ExecInspectResponse> {
@@ -147,7 +156,7 @@ impl ExecAudit {
         };
         let claimed = event.attr("execID");
         if let (Some(id), Some(false)) = (claimed, container.map(|c| c.forgeable.exec_id))
-            && let Ok(exec) = inspect_exec(docker, id).await
+            && let Ok(exec) = inspect_exec(docker, metrics, id).await
             && belongs(&exec)
         {
             return Some(exec);
@@ -156,13 +165,16 @@ impl ExecAudit {
         // running execs for the one not yet audited that runs this command.
         let info = retry(|| docker.inspect_container(&event.actor_id, None))
             .await
+            .inspect_err(|e| {
+                report(metrics, Call::ContainerInspect, &event.actor_id, e);
+            })
             .ok()?;
         let mut found = Vec::new();
         for id in info.exec_ids.unwrap_or_default() {
             if lock(&self.state.open).contains_key(&id) {
                 continue;
             }
-            if let Ok(exec) = inspect_exec(docker, &id).await
+            if let Ok(exec) = inspect_exec(docker, metrics, &id).await
                 && belongs(&exec)
             {
                 found.push(exec);
@@ -172,8 +184,10 @@ impl ExecAudit {
     }
 
     async fn started(&self, ctx: &Ctx, docker: &Docker, event: &Arc<Event>) -> Outcome {
-        let container = ctx.containers.lookup(docker, &event.actor_id).await.ok();
-        let exec = self.find_exec(docker, event, container.as_deref()).await;
+        let container = ctx.container(docker, &event.actor_id).await;
+        let exec = self
+            .find_exec((docker, &ctx.metrics), event, container.as_deref())
+            .await;
         let claimed = event.attr("execID").map(str::to_owned);
 
         let (fields, healthcheck, severity) = exec_fields(
@@ -235,13 +249,14 @@ impl ExecAudit {
         let state = self.state.clone();
         let audit = ctx.audit.clone();
         let shutdown = ctx.shutdown.clone();
+        let metrics = ctx.metrics.clone();
         ctx.tasks.spawn(async move {
             for delay_ms in [0u64, 200, 1000, 5000] {
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_millis(delay_ms)) => {}
                     _ = shutdown.cancelled() => return,
                 }
-                let Ok(exec) = inspect_exec(&docker, &exec_id).await else {
+                let Ok(exec) = inspect_exec(&docker, &metrics, &exec_id).await else {
                     return;
                 };
                 if exec.pid.unwrap_or(0) != 0 {
@@ -285,7 +300,7 @@ impl ExecAudit {
     }
 
     async fn ended(&self, ctx: &Ctx, docker: &Docker, event: &Arc<Event>) -> Outcome {
-        let container = ctx.containers.lookup(docker, &event.actor_id).await.ok();
+        let container = ctx.container(docker, &event.actor_id).await;
         let trusted = container.as_ref().is_some_and(|c| !c.forgeable.exec_id);
         let claimed = event.attr("execID").map(str::to_owned);
         // The execs this event may be about.
@@ -309,7 +324,7 @@ impl ExecAudit {
         // the exec: write its end from that, verified.
         if let (Some(id), true) = (&claimed, trusted)
             && keys.is_empty()
-            && let Ok(exec) = inspect_exec(docker, id).await
+            && let Ok(exec) = inspect_exec(docker, &ctx.metrics, id).await
             && exec.container_id.as_deref() == Some(event.actor_id.as_str())
         {
             let (fields, healthcheck, severity) =
@@ -327,7 +342,7 @@ impl ExecAudit {
         }
         let mut ended = 0;
         for key in keys {
-            let Ok(exec) = inspect_exec(docker, &key).await else {
+            let Ok(exec) = inspect_exec(docker, &ctx.metrics, &key).await else {
                 continue;
             };
             if exec.running == Some(true) {

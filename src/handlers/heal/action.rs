@@ -15,9 +15,11 @@ use super::book::Healer;
 use super::facts::{Facts, describe};
 use super::policy::{Failure, Kind};
 use super::{Heal, recreate};
+use crate::docker::calls::Call;
 use crate::event::Event;
 use crate::handlers::About;
 use crate::handlers::{Ctx, HandlerError};
+use crate::internal_events::denied::{CallDenied, report};
 use crate::internal_events::heal::{Acted, ActionResult};
 
 impl Heal {
@@ -38,6 +40,7 @@ impl Heal {
         };
         let healer = self.healer.clone();
         let emitter = ctx.emitter();
+        let metrics = ctx.metrics.clone();
         let containers = ctx.containers.clone();
         let rule_name = self.rule.name.clone();
         let event = event.clone();
@@ -54,7 +57,7 @@ impl Heal {
                         return;
                     }
                 }
-                if let Some(why) = no_longer_needed(&docker, &healer, &facts, plan.failure).await {
+                if let Some(why) = no_longer_needed(&docker, &metrics, &healer, &facts, plan.failure).await {
                     healer.finish_pending(&name, generation);
                     info!(container = %name, rule = %rule_name, action = kind.label(), reason = why, "Scheduled action called off.");
                     return;
@@ -69,6 +72,14 @@ impl Heal {
             healer.finish_pending(&name, generation);
             let reaction = event.received.elapsed().saturating_sub(plan.delay);
             let result = act(&docker, &healer, &facts, kind, stop_timeout).await;
+            // A denied call is logged once per call, not once per action:
+            // the action's own line below stays at debug then.
+            if let Err(e) = &result {
+                let during = format!("{} {name}", kind.label());
+                for (call, message) in e.denials() {
+                    emitter.emit(&CallDenied { call, during: &during, message }, None);
+                }
+            }
             let latency = crate::clock::since_nanos(event.time_nano);
             let done = Acted {
                 container: &name,
@@ -114,6 +125,7 @@ pub(super) struct Plan {
 /// After a backoff: is the action still wanted? Some(reason) if not.
 async fn no_longer_needed(
     docker: &Docker,
+    metrics: &crate::metrics::Metrics,
     healer: &Healer,
     facts: &Facts,
     failure: Failure,
@@ -127,6 +139,10 @@ async fn no_longer_needed(
     }
     let now = match docker.inspect_container(&facts.id, None).await {
         Ok(info) => Facts::from_inspect(&info),
+        // Denied: acting blind could restart a container that recovered.
+        Err(e) if report(metrics, Call::ContainerInspect, &facts.name, &e) => {
+            return Some("inspecting it was denied by the socket proxy");
+        }
         Err(_) => return Some("the container is gone"),
     };
     match failure {
@@ -155,7 +171,7 @@ async fn act(
             let info = docker
                 .inspect_container(&facts.id, None)
                 .await
-                .map_err(|e| HandlerError::engine("inspect", e))?;
+                .map_err(|e| HandlerError::engine(Call::ContainerInspect, "inspect", e))?;
             healer.mark_own(&[&facts.name, &aside], stop_timeout);
             let result = recreate::recreate(docker, &info, stop_timeout as i32).await;
             // The old container's aside name is gone for good either way.
@@ -178,7 +194,7 @@ async fn act(
                 .inspect_container(&facts.id, None)
                 .await
                 .map(|i| Facts::from_inspect(&i).memory)
-                .map_err(|e| HandlerError::engine("inspect", e))?;
+                .map_err(|e| HandlerError::engine(Call::ContainerInspect, "inspect", e))?;
             if current == 0 {
                 info!(container = %facts.name, "No memory limit to raise; left alone.");
                 return Ok(None);
@@ -197,6 +213,7 @@ async fn act(
                     .await
                     .map_err(|e| {
                         HandlerError::engine(
+                            Call::ContainerUpdate,
                             format!("raising the memory limit from {current} to {raised} bytes"),
                             e,
                         )
@@ -231,6 +248,6 @@ async fn restart(
         .await;
     restarted.map_err(|e| {
         healer.clear_own(&facts.name);
-        HandlerError::engine("restart", e)
+        HandlerError::engine(Call::ContainerRestart, "restart", e)
     })
 }

@@ -97,6 +97,7 @@ impl Heal {
                 }
                 Err(e) => {
                     return Outcome::Error(HandlerError::engine(
+                        crate::docker::calls::Call::ContainerInspect,
                         format!("inspecting {}", event.short_id()),
                         e,
                     ));

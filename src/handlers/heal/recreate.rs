@@ -18,6 +18,8 @@ use bollard::query_parameters::{
 };
 use tracing::{error, warn};
 
+use crate::docker::calls::{self, Call};
+
 /// Why a recreate failed. The old container is back in place unless the
 /// variant says otherwise.
 #[derive(Debug, thiserror::Error)]
@@ -27,14 +29,45 @@ pub enum RecreateError {
     #[error("{step} failed: {source}")]
     Step {
         step: &'static str,
+        call: Call,
         source: bollard::errors::Error,
     },
     #[error("{step} failed: {source}; rolling back also failed: {rollback}")]
     RollbackFailed {
         step: &'static str,
+        call: Call,
         source: bollard::errors::Error,
         rollback: String,
+        /// The rollback's calls a proxy denied.
+        rollback_denied: Vec<(Call, String)>,
     },
+}
+
+impl RecreateError {
+    /// A step was denied and the old container is back in place.
+    pub fn denied(&self) -> bool {
+        matches!(self, RecreateError::Step { source, .. } if calls::denied(source).is_some())
+    }
+
+    /// The calls a proxy denied, the step's and the rollback's, each with
+    /// its answer.
+    pub fn denials(&self) -> Vec<(Call, &str)> {
+        let (call, source, rollback) = match self {
+            RecreateError::Incomplete(_) => return Vec::new(),
+            RecreateError::Step { call, source, .. } => (call, source, &[][..]),
+            RecreateError::RollbackFailed {
+                call,
+                source,
+                rollback_denied,
+                ..
+            } => (call, source, rollback_denied.as_slice()),
+        };
+        calls::denied(source)
+            .map(|m| (*call, m))
+            .into_iter()
+            .chain(rollback.iter().map(|(c, m)| (*c, m.as_str())))
+            .collect()
+    }
 }
 
 /// The create request and the networks to connect after it.
@@ -214,7 +247,7 @@ pub async fn recreate(
     let old_id = info.id.clone().ok_or(RecreateError::Incomplete("Id"))?;
     let was_running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
     let aside = aside_name(&plan.name, &old_id);
-    let step = |step: &'static str| move |source| RecreateError::Step { step, source };
+    let step = |step: &'static str, call| move |source| RecreateError::Step { step, call, source };
 
     if was_running {
         docker
@@ -226,7 +259,7 @@ pub async fn recreate(
                 }),
             )
             .await
-            .map_err(step("stopping the old container"))?;
+            .map_err(step("stopping the old container", Call::ContainerStop))?;
     }
     if let Err(e) = docker
         .rename_container(
@@ -243,7 +276,7 @@ pub async fn recreate(
             None,
             &plan.name,
             was_running,
-            "renaming the old container aside",
+            ("renaming the old container aside", Call::ContainerRename),
             e,
         )
         .await);
@@ -267,7 +300,7 @@ pub async fn recreate(
                 None,
                 &plan.name,
                 was_running,
-                "creating the new container",
+                ("creating the new container", Call::ContainerCreate),
                 e,
             )
             .await);
@@ -290,7 +323,7 @@ pub async fn recreate(
                 Some(&new_id),
                 &plan.name,
                 was_running,
-                "connecting a network",
+                ("connecting a network", Call::NetworkConnect),
                 e,
             )
             .await);
@@ -306,7 +339,7 @@ pub async fn recreate(
             Some(&new_id),
             &plan.name,
             was_running,
-            "starting the new container",
+            ("starting the new container", Call::ContainerStart),
             e,
         )
         .await);
@@ -335,29 +368,38 @@ async fn rollback(
     new_id: Option<&str>,
     name: &str,
     was_running: bool,
-    step: &'static str,
+    (step, call): (&'static str, Call),
     source: bollard::errors::Error,
 ) -> RecreateError {
     match restore(docker, old_id, new_id, name, was_running).await {
-        Ok(()) => RecreateError::Step { step, source },
-        Err(rollback) => RecreateError::RollbackFailed {
+        Ok(()) => RecreateError::Step { step, call, source },
+        Err((rollback, rollback_denied)) => RecreateError::RollbackFailed {
             step,
+            call,
             source,
             rollback,
+            rollback_denied,
         },
     }
 }
 
 /// Puts the old container back: removes the new one, renames the old one
-/// back, restarts it if it was running.
+/// back, restarts it if it was running. What failed, in words, and the calls
+/// a proxy denied.
 async fn restore(
     docker: &Docker,
     old_id: &str,
     new_id: Option<&str>,
     name: &str,
     was_running: bool,
-) -> Result<(), String> {
+) -> Result<(), (String, Vec<(Call, String)>)> {
     let mut problems = Vec::new();
+    let mut denied = Vec::new();
+    let mut note = |call: Call, e: &bollard::errors::Error| {
+        if let Some(m) = calls::denied(e) {
+            denied.push((call, m.to_owned()));
+        }
+    };
     if let Some(new_id) = new_id
         && let Err(e) = docker
             .remove_container(
@@ -370,6 +412,7 @@ async fn restore(
             )
             .await
     {
+        note(Call::ContainerRemove, &e);
         problems.push(format!("removing the new container: {e}"));
     }
     let current = docker
@@ -388,6 +431,7 @@ async fn restore(
             )
             .await
     {
+        note(Call::ContainerRename, &e);
         problems.push(format!("renaming the old container back: {e}"));
     }
     if was_running
@@ -395,6 +439,7 @@ async fn restore(
             .start_container(old_id, None::<StartContainerOptions>)
             .await
     {
+        note(Call::ContainerStart, &e);
         problems.push(format!("starting the old container again: {e}"));
     }
     if problems.is_empty() {
@@ -402,6 +447,6 @@ async fn restore(
     } else {
         let all = problems.join("; ");
         error!(container = %name, problems = %all, "Rolling back a failed recreate was incomplete.");
-        Err(all)
+        Err((all, denied))
     }
 }

@@ -1,0 +1,395 @@
+//! The web config in force ([`Web`]) and the gate every request passes
+//! through when `--web-config` is given: a client certificate where one is
+//! required, then the basic-auth password.
+//!
+//! Like the exporter-toolkit, the file is read again on every request, and
+//! the files it names on every new connection; a change is compiled and
+//! swapped in. A file that cannot be used leaves the previous configuration
+//! in force and is logged (once per distinct problem), with the file and
+//! every problem. TLS cannot be turned on or off while running.
+//!
+//! Who passes (see README, "TLS and basic auth"):
+//! * `/healthz` and `/readyz` with `--web-open-probes`: everyone who
+//!   completed the TLS handshake;
+//! * `/api/v1/…` and `/-/reload` carrying `Authorization: Bearer …`: on to
+//!   the endpoint, which checks its own token (one `Authorization` header
+//!   carries one credential, and basic auth never opens those two);
+//! * everything else: a `basic_auth_users` password, if any users are set.
+//!
+//! bcrypt is slow (tens of ms at cost 10), so verdicts are cached (at most
+//! [`CACHE_SIZE`]) under the SHA-256 of user, hash and password: the cache
+//! holds no password, and a changed hash misses it. One verification runs at
+//! a time, off the async workers, as in the toolkit. Passwords are never
+//! logged.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use tracing::{debug, error, info};
+
+use super::listen::Peer;
+use super::web_config::{self, WebConfig, WebConfigError};
+use crate::lock::lock;
+
+/// Verdicts kept, as in the toolkit.
+pub const CACHE_SIZE: usize = 100;
+
+/// A file that was refused is tried again at most this often.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// bcrypt("fakepassword"), the toolkit's: an unknown user costs as much
+/// time as a known one.
+const UNKNOWN_USER_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
+
+/// The web config file in force, read again when it changes.
+pub struct Web {
+    path: PathBuf,
+    open_probes: bool,
+    live: Mutex<Live>,
+    cache: Mutex<HashMap<[u8; 32], bool>>,
+    bcrypt: tokio::sync::Semaphore,
+}
+
+struct Live {
+    config: Arc<WebConfig>,
+    /// The file's contents `config` was compiled from.
+    bytes: Vec<u8>,
+    /// The last refused change: its problems and when it was tried.
+    refused: Option<(String, Instant)>,
+}
+
+impl Web {
+    /// Reads `path`; every problem is in the error, as `FILE:LINE:COL: …`.
+    pub fn load(path: PathBuf, open_probes: bool) -> Result<Arc<Web>, WebConfigError> {
+        let (config, bytes) = web_config::load(&path, open_probes)?;
+        info!(
+            file = %path.display(),
+            tls = config.tls.is_some(),
+            client_cert = config.tls.as_ref().map_or("none", |t| {
+                if t.cert_required_by_gate { "required (probes open)" } else { "as configured" }
+            }),
+            basic_auth_users = config.users.len(),
+            open_probes,
+            "Web config loaded."
+        );
+        Ok(Arc::new(Web {
+            path,
+            open_probes,
+            live: Mutex::new(Live {
+                config: Arc::new(config),
+                bytes,
+                refused: None,
+            }),
+            cache: Mutex::new(HashMap::new()),
+            bcrypt: tokio::sync::Semaphore::new(1),
+        }))
+    }
+
+    /// The configuration in force, after reading the file again (and, with
+    /// `tls_files`, the PEM files it names) and taking in a change.
+    pub fn current(&self, tls_files: bool) -> Arc<WebConfig> {
+        let read = std::fs::read(&self.path);
+        let mut live = lock(&self.live);
+        let unchanged = match &read {
+            Ok(bytes) => {
+                *bytes == live.bytes
+                    && !(tls_files
+                        && live.config.tls.as_ref().is_some_and(|t| {
+                            t.files
+                                .iter()
+                                .any(|(p, b)| std::fs::read(p).ok().as_ref() != Some(b))
+                        }))
+            }
+            Err(_) => false,
+        };
+        if unchanged {
+            // Only a full look (files too) clears a refusal: a bad
+            // certificate file is not seen by a request's look.
+            if tls_files {
+                live.refused = None;
+            }
+            return live.config.clone();
+        }
+        if live
+            .refused
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < RETRY)
+        {
+            return live.config.clone();
+        }
+        let file = self.path.display();
+        let compiled = match read {
+            // One log line: the problems joined by "; ".
+            Ok(bytes) => web_config::compile(&self.path, &bytes, self.open_probes)
+                .map(|c| (c, bytes))
+                .map_err(|e| e.problems.join("; ")),
+            Err(e) => Err(format!("{file}: cannot read the web config: {e}")),
+        };
+        let problem = match compiled {
+            Ok((new, _)) if new.tls.is_some() != live.config.tls.is_some() => format!(
+                "{file}: tls_server_config {}: TLS cannot be turned on or off while dockwarden runs; restart it",
+                if new.tls.is_some() {
+                    "was added"
+                } else {
+                    "was removed"
+                }
+            ),
+            Ok((new, bytes)) => {
+                info!(
+                    file = %file,
+                    tls = new.tls.is_some(),
+                    basic_auth_users = new.users.len(),
+                    "Web config changed: reloaded."
+                );
+                live.config = Arc::new(new);
+                live.bytes = bytes;
+                live.refused = None;
+                lock(&self.cache).clear();
+                return live.config.clone();
+            }
+            Err(problem) => problem,
+        };
+        if live.refused.as_ref().map(|(p, _)| p) != Some(&problem) {
+            error!(
+                file = %file,
+                problems = %problem,
+                "The web config file changed and cannot be used; the previous one stays in force."
+            );
+        }
+        live.refused = Some((problem, Instant::now()));
+        live.config.clone()
+    }
+
+    /// Whether `password` is `user`'s in `config`.
+    async fn verify(&self, config: &WebConfig, user: &str, password: Vec<u8>) -> bool {
+        let (hash, known) = match config.users.get(user) {
+            Some(h) => (h.clone(), true),
+            None => (UNKNOWN_USER_HASH.to_owned(), false),
+        };
+        let key = cache_key(user, &hash, &password);
+        if let Some(ok) = lock(&self.cache).get(&key) {
+            return *ok && known;
+        }
+        let Ok(_one_at_a_time) = self.bcrypt.acquire().await else {
+            return false;
+        };
+        // Another request may have settled it while this one waited.
+        if let Some(ok) = lock(&self.cache).get(&key) {
+            return *ok && known;
+        }
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(&password, &hash))
+            .await
+            .is_ok_and(|r| r.unwrap_or(false));
+        let mut cache = lock(&self.cache);
+        if cache.len() >= CACHE_SIZE
+            && let Some(any) = cache.keys().next().copied()
+        {
+            cache.remove(&any);
+        }
+        cache.insert(key, ok);
+        ok && known
+    }
+}
+
+/// SHA-256 of the three, each length-prefixed so no two triples collide.
+fn cache_key(user: &str, hash: &str, password: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [user.as_bytes(), hash.as_bytes(), password] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+/// The middleware: see the module's doc for who passes.
+pub async fn gate(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let config = web.current(false);
+    let path = request.uri().path();
+    let probe = web.open_probes && matches!(path, "/healthz" | "/readyz");
+    let token_endpoint = path.starts_with("/api/") || path == "/-/reload";
+    let cert_missing =
+        config.tls.as_ref().is_some_and(|t| t.cert_required_by_gate) && !peer.client_cert;
+    let mut response = if probe {
+        next.run(request).await
+    } else if cert_missing {
+        (StatusCode::FORBIDDEN, "a client certificate is required\n").into_response()
+    } else if config.users.is_empty()
+        || (token_endpoint && !super::api::bearer(request.headers()).is_empty())
+    {
+        next.run(request).await
+    } else {
+        match basic_credentials(request.headers()) {
+            Some((user, password)) => {
+                if web.verify(&config, &user, password).await {
+                    next.run(request).await
+                } else {
+                    debug!(peer = %peer.addr, path, "Refused a request: wrong basic-auth user or password.");
+                    unauthorized()
+                }
+            }
+            None => unauthorized(),
+        }
+    };
+    for (name, value) in &config.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
+fn unauthorized() -> Response {
+    let mut r = (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"dockwarden\""),
+    );
+    r
+}
+
+/// `Authorization: Basic base64(user:password)`, as Go's `r.BasicAuth()`
+/// reads it (scheme in any case, split at the first colon).
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, Vec<u8>)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
+    Some((user, decoded[colon + 1..].to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_read_as_go_reads_them() {
+        let mut h = HeaderMap::new();
+        assert_eq!(basic_credentials(&h), None);
+        // "user:pa:ss"
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bAsIc dXNlcjpwYTpzcw=="),
+        );
+        assert_eq!(
+            basic_credentials(&h),
+            Some(("user".into(), b"pa:ss".to_vec()))
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer dXNlcjpwYTpzcw=="),
+        );
+        assert_eq!(basic_credentials(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic bm9jb2xvbg=="),
+        );
+        assert_eq!(basic_credentials(&h), None);
+    }
+
+    #[test]
+    fn cache_keys_separate_their_parts() {
+        assert_ne!(cache_key("a", "b", b"c"), cache_key("a", "bc", b""));
+        assert_ne!(cache_key("u", "h1", b"p"), cache_key("u", "h2", b"p"));
+        assert_eq!(cache_key("u", "h", b"p"), cache_key("u", "h", b"p"));
+    }
+
+    fn web_with(text: &str) -> (Arc<Web>, PathBuf) {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("dw-guard-{}-{n}.yml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        (Web::load(path.clone(), false).unwrap(), path)
+    }
+
+    /// bcrypt("secret") and bcrypt("other"), cost 4.
+    const SECRET: &str = "$2b$04$4chh5N.eIKibuqiQ.uC.JeTPneNIDyAYikrXKuIhOb2X3hMDoQIZ.";
+
+    #[tokio::test]
+    async fn verdicts_are_cached_and_a_new_hash_misses_the_cache() {
+        let (web, path) = web_with(&format!("basic_auth_users:\n  u: {SECRET}\n"));
+        let config = web.current(false);
+        assert!(web.verify(&config, "u", b"secret".to_vec()).await);
+        assert!(!web.verify(&config, "u", b"wrong".to_vec()).await);
+        assert!(
+            !web.verify(&config, "nobody", b"fakepassword".to_vec())
+                .await
+        );
+        assert_eq!(lock(&web.cache).len(), 3);
+        assert!(web.verify(&config, "u", b"secret".to_vec()).await);
+        assert_eq!(lock(&web.cache).len(), 3);
+
+        // A bad change keeps the old users; a good one replaces them.
+        std::fs::write(&path, "basic_auth_users:\n  u: plain\n").unwrap();
+        let still = web.current(false);
+        assert!(Arc::ptr_eq(&still, &config));
+        let other = bcrypt::hash("other", 4).unwrap();
+        std::fs::write(&path, format!("basic_auth_users:\n  u: {other}\n")).unwrap();
+        std::thread::sleep(RETRY);
+        let new = web.current(false);
+        assert!(!Arc::ptr_eq(&new, &config));
+        assert!(lock(&web.cache).is_empty());
+        assert!(!web.verify(&new, "u", b"secret".to_vec()).await);
+        assert!(web.verify(&new, "u", b"other".to_vec()).await);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn turning_tls_on_while_running_is_refused() {
+        use super::super::web_config::tests::{CERT, KEY};
+        let (web, path) = web_with("basic_auth_users: {}\n");
+        let before = web.current(false);
+        let refused = || {
+            lock(&web.live)
+                .refused
+                .clone()
+                .map(|(p, _)| p)
+                .unwrap_or_default()
+        };
+        std::fs::write(
+            &path,
+            "tls_server_config:\n  cert_file: /nonexistent\n  key_file: /nonexistent\n",
+        )
+        .unwrap();
+        assert!(Arc::ptr_eq(&web.current(true), &before));
+        assert!(
+            refused().contains("cannot read /nonexistent"),
+            "{}",
+            refused()
+        );
+        let pem = |p: &str| p.lines().map(|l| format!("    {l}\n")).collect::<String>();
+        std::fs::write(
+            &path,
+            format!(
+                "tls_server_config:\n  cert: |\n{}  key: |\n{}",
+                pem(CERT),
+                pem(KEY)
+            ),
+        )
+        .unwrap();
+        std::thread::sleep(RETRY);
+        assert!(Arc::ptr_eq(&web.current(true), &before));
+        assert!(
+            refused().contains("tls_server_config was added"),
+            "{}",
+            refused()
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+}
