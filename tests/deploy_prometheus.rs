@@ -21,15 +21,15 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{Dockwarden, TempDir, free_local_addr, http10_get, require_docker, run_with_timeout};
+use common::{Dockwarden, TempDir, require_docker, run_with_timeout};
 
 /// The bound: a real Prometheus reports the sidecar up within this.
 const UP_WITHIN: Duration = Duration::from_secs(30);
@@ -509,9 +509,7 @@ fn declared_metric_names() -> BTreeSet<String> {
 /// then SIGKILL) and its dir removed on drop; its log is printed if the
 /// test is failing.
 struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
+    server: common::prometheus::Prometheus,
     _dir: TempDir,
 }
 
@@ -530,38 +528,12 @@ impl Prometheus {
             format!("- targets: [\"{target}\"]\n  labels:\n    deployment: test\n"),
         )
         .expect("write the targets file");
-        let addr = free_local_addr();
-        let log = d.join("prometheus.log");
-        let out = fs::File::create(&log).expect("create the prometheus log");
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                d.join("prometheus-file-sd.yml").display()
-            ))
-            .arg(format!("--storage.tsdb.path={}", d.join("data").display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone the log handle"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start prometheus: {e}"));
-        Self {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        }
+        let server = common::prometheus::Prometheus::start(d, &d.join("prometheus-file-sd.yml"));
+        Self { server, _dir: dir }
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `GET path` → (status, body).
-    fn get(&self, path: &str) -> io::Result<(u16, String)> {
-        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        http10_get(&mut s, &self.addr.to_string(), path)
+        self.server.log()
     }
 
     /// `GET /api/v1/PATH?PARAMS` (values URL-encoded) → its JSON, or why not.
@@ -570,16 +542,10 @@ impl Prometheus {
             .iter()
             .map(|(k, v)| format!("{k}={}", url_encode(v)))
             .collect();
-        let url = format!("/api/v1/{path}?{}", query.join("&"));
         // Errors show the parameters as written, not URL-encoded.
         let what = format!("GET /api/v1/{path} {params:?}");
-        let (status, body) = self.get(&url).map_err(|e| format!("{what}: {e}"))?;
-        let json: Value = serde_json::from_str(&body)
-            .map_err(|e| format!("{what}: {status}, not JSON ({e}): {body}"))?;
-        if status != 200 || json["status"] != "success" {
-            return Err(format!("{what}: {status} {json}"));
-        }
-        Ok(json["data"].clone())
+        self.server
+            .api(&format!("{path}?{}", query.join("&")), &what)
     }
 
     /// An instant query's result vector, or why it was refused.
@@ -597,26 +563,6 @@ impl Prometheus {
             .flatten()
             .filter_map(|v| v.as_str().map(String::from))
             .collect()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!(
-                "---- prometheus log ----\n{}---- end of prometheus log ----",
-                self.log()
-            );
-        }
     }
 }
 

@@ -25,17 +25,14 @@ mod common;
 
 use std::fs;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{
-    Dockwarden, TempDir, free_local_addr, http10_get, require_docker, run_with_timeout, wait_until,
-};
+use common::{Dockwarden, TempDir, require_docker, run_with_timeout, wait_until};
 
 const LOG_ALL: &str = r#"
 [[rule]]
@@ -664,9 +661,7 @@ fn a_bad_file_at_startup_exits_2_naming_file_line_and_column() {
 /// Stopped (SIGTERM, then SIGKILL) on drop; its log is printed if the test
 /// is failing.
 struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
+    server: common::prometheus::Prometheus,
 }
 
 impl Prometheus {
@@ -674,46 +669,19 @@ impl Prometheus {
         require_tool("prometheus", "prometheus");
         let config = dir.join("prometheus.yml");
         fs::write(&config, yaml).expect("write prometheus.yml");
-        let addr = free_local_addr();
-        let log = dir.join("prometheus.log");
-        let out = fs::File::create(&log).expect("create the prometheus log");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone the log handle"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start prometheus: {e}"));
-        Self { child, addr, log }
+        Self {
+            server: common::prometheus::Prometheus::start(dir, &config),
+        }
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        self.server.log()
     }
 
     /// `GET /api/v1/PATH` → its `data`, or why not.
     fn api(&self, path_and_query: &str) -> Result<Value, String> {
-        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
-            .map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        let (status, body) = http10_get(
-            &mut s,
-            &self.addr.to_string(),
-            &format!("/api/v1/{path_and_query}"),
-        )
-        .map_err(|e| e.to_string())?;
-        let json: Value =
-            serde_json::from_str(&body).map_err(|e| format!("{status}: {e}: {body}"))?;
-        if status != 200 || json["status"] != "success" {
-            return Err(format!("{status} {json}"));
-        }
-        Ok(json["data"].clone())
+        self.server
+            .api(path_and_query, &format!("GET /api/v1/{path_and_query}"))
     }
 
     /// The value of `up{job="JOB"}`, if scraped yet.
@@ -734,26 +702,6 @@ impl Prometheus {
             .find(|t| t["labels"]["job"] == job)
             .map(|t| t["lastError"].as_str().unwrap_or_default().to_owned())
             .unwrap_or_default()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!(
-                "---- prometheus log ----\n{}---- end of prometheus log ----",
-                self.log()
-            );
-        }
     }
 }
 

@@ -34,6 +34,7 @@ pub mod engine;
 pub mod http;
 pub mod process;
 pub mod prom;
+pub mod prometheus;
 pub mod proxy;
 pub mod receiver;
 pub mod sidecar;
