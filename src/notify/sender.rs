@@ -136,10 +136,13 @@ impl Sender {
                 batch.id.clone(),
                 batch.summary,
             );
-            self.window.record(Instant::now());
             let Some(result) = self.attempt(request).await else {
                 break;
             };
+            // Counted from its answer, not its start: the receiver then sees
+            // at most the limit in any window, however long a request took
+            // to arrive.
+            self.window.record(Instant::now());
             match result {
                 Ok(status) => self.delivered(n, &id, status, summary),
                 Err(e) if e.retryable() => self.failed(&id, &e),
