@@ -247,7 +247,29 @@ fn own(fact: &dyn InternalEvent, c: &Container, t: i64) -> Event {
 }
 
 fn restart(c: &Container, attempt: u32, t: i64, metrics: &Metrics) -> Event {
+    restart_why(c, attempt, t, metrics, Vec::new())
+}
+
+/// A restart of an unhealthy container whose check printed 512 bytes: the
+/// largest restart entry.
+fn restart_unhealthy(c: &Container, t: i64, metrics: &Metrics) -> Event {
+    let why = vec![
+        ("check_exit_code", Value::from(1)),
+        ("check_output", Value::from("x".repeat(512))),
+    ];
+    restart_why(c, 1, t, metrics, why)
+}
+
+fn restart_why(
+    c: &Container,
+    attempt: u32,
+    t: i64,
+    metrics: &Metrics,
+    why: Vec<(&'static str, Value)>,
+) -> Event {
     let fact = Acted {
+        why,
+        cause: None,
         container: &c.name,
         rule: "heal-crashes",
         action: "restart",
@@ -935,7 +957,7 @@ fn memory_parts() {
     let long: Vec<&str> = long.iter().map(String::as_str).collect();
     let metrics = Metrics::new();
     type Make<'a> = Box<dyn Fn(usize) -> Event + 'a>;
-    let kinds: [(&str, Make<'_>); 5] = [
+    let kinds: [(&str, Make<'_>); 6] = [
         (
             "container.start",
             Box::new(|k| engine(c, "start", &[], k as i64)),
@@ -947,6 +969,10 @@ fn memory_parts() {
         (
             "dockwarden.restart",
             Box::new(|k| restart(c, 1, k as i64, &metrics)),
+        ),
+        (
+            "dockwarden.restart (unhealthy, 512 B check output)",
+            Box::new(|k| restart_unhealthy(c, k as i64, &metrics)),
         ),
         (
             "dockwarden.exec (a 108 B command)",

@@ -54,7 +54,21 @@ pub struct Container {
     pub stop_signal: Option<u32>,
     pub forgeable: Forgeable,
     pub state: State,
+    /// The last health check the engine ran (`State.Health.Log`), if any.
+    pub last_check: Option<Check>,
 }
+
+/// One health check's result, as the engine logged it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Check {
+    pub exit_code: i64,
+    /// The first [`CHECK_OUTPUT_BYTES`] of its output, cut at a character
+    /// boundary, without trailing blanks.
+    pub output: String,
+}
+
+/// How much of a health check's output is kept.
+pub const CHECK_OUTPUT_BYTES: usize = 512;
 
 /// Labels named like an event attribute overwrite it in that container's
 /// events: those attributes cannot be trusted for it.
@@ -114,6 +128,32 @@ pub fn signal_number(s: &str) -> Option<u32> {
         _ => return None,
     };
     Some(n)
+}
+
+/// The name of signal `n` for an exit code of 128 + n (`137` → `SIGKILL`).
+pub fn signal_name(n: i64) -> Option<&'static str> {
+    Some(match n {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        30 => "SIGPWR",
+        31 => "SIGSYS",
+        _ => return None,
+    })
 }
 
 /// What dockwarden saw happen to a container since it started watching.

@@ -246,6 +246,16 @@ fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
         .map_or_else(|| err.to_string(), |e| e.to_string())
 }
 
+/// `docker` for a call that may wait out a container's stop timeout (a
+/// restart, stop or recreate): the usual limit on top of it, so a long
+/// graceful stop is not reported as failed while the engine is still
+/// stopping the container (docker-autoheal's #119).
+pub fn outliving_stop(docker: &Docker, stop_timeout_secs: u32) -> Docker {
+    docker.clone().with_timeout(std::time::Duration::from_secs(
+        API_TIMEOUT_SECS + u64::from(stop_timeout_secs),
+    ))
+}
+
 /// The bollard client handlers use, set once the source has negotiated.
 #[derive(Clone, Default)]
 pub struct DockerHandle {

@@ -52,6 +52,7 @@ pub struct Metrics {
     notification_breaker_open: IntGaugeVec,
     notification_latency: HistogramVec,
     engine_denied: IntCounterVec,
+    label_errors: IntCounterVec,
     /// The calls whose denial was logged: each is logged once.
     denied_logged: std::sync::Mutex<std::collections::HashSet<(&'static str, &'static str)>>,
 }
@@ -181,7 +182,7 @@ impl Metrics {
             IntCounterVec::new(
                 Opts::new(
                     "dockwarden_actions_total",
-                    "Healing actions, by action (restart, recreate, raise_memory) and result (ok, error, suppressed).",
+                    "Healing actions, by action (restart, recreate, stop, raise_memory) and result (ok, error, suppressed).",
                 ),
                 &["action", "result"],
             )
@@ -384,6 +385,17 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let label_errors = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "dockwarden_label_errors_total",
+                    "Containers' dockwarden.* labels whose value could not be used (ignored for that key; logged once per container), by label.",
+                ),
+                &["label"],
+            )
+            .expect("valid metric"),
+        );
         let build_info = reg(
             &r,
             IntGaugeVec::new(
@@ -447,6 +459,7 @@ impl Metrics {
             notification_breaker_open,
             notification_latency,
             engine_denied,
+            label_errors,
             denied_logged: Default::default(),
         }
     }
@@ -509,6 +522,11 @@ impl Metrics {
     /// Drops the per-container series of a container destroyed for good.
     pub fn forget_container(&self, name: &str) {
         let _ = self.container_restarts.remove_label_values(&[name]);
+    }
+
+    /// A container's `dockwarden.*` label had a value that cannot be used.
+    pub fn label_error(&self, label: &'static str) {
+        self.label_errors.with_label_values(&[label]).inc();
     }
 
     pub fn oom_event(&self) {

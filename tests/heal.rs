@@ -9,16 +9,10 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    Cleanup, Dockwarden, TempDir, docker_ok, free_local_addr, now_unix, require_docker,
-    require_test_image, test_image, unique, wait_until,
+    Cleanup, Dockwarden, TempDir, docker_ok, free_local_addr, inspect, now_unix, test_image,
+    unique, wait_until,
 };
 use serde_json::Value;
-
-fn setup() -> Cleanup {
-    require_docker();
-    require_test_image();
-    Cleanup::new()
-}
 
 fn started(rules: &str, args: &[&str]) -> Dockwarden {
     let mut dw = Dockwarden::start_with(rules, args, &[]);
@@ -105,12 +99,6 @@ status = "unhealthy"
     )
 }
 
-fn inspect(name: &str) -> Value {
-    let out = docker_ok(&["inspect", name]);
-    let v: Value = serde_json::from_str(&out).expect("docker inspect prints JSON");
-    v[0].clone()
-}
-
 fn restarts(dw: &Dockwarden, name: &str) -> f64 {
     dw.metrics()
         .get("dockwarden_container_restarts_total", &[("name", name)])
@@ -131,7 +119,7 @@ fn history(name: &str, since: f64) -> Vec<(String, i64)> {
 /// between restarts grow as the backoff says.
 #[test]
 fn crash_loop_is_restarted_with_growing_backoff() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let dw = started(
         &restart_rule("backoff_initial_ms = 500\nmax_restarts = 10"),
         &[],
@@ -174,7 +162,7 @@ fn crash_loop_is_restarted_with_growing_backoff() {
 /// decisions, never causes for a restart.
 #[test]
 fn operator_stop_kill_restart_are_respected() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let dw = started(&restart_rule("backoff_initial_ms = 200"), &[]);
     let since = now_unix();
     let name = clean.container(unique("operator"));
@@ -223,7 +211,7 @@ fn operator_stop_kill_restart_are_respected() {
 /// ID, same name), then the breaker opens and nothing more happens.
 #[test]
 fn restarts_then_one_recreate_then_breaker() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let dw = started(&restart_rule(ESCALATION), &[]);
     let name = clean.container(unique("breaker"));
     docker_ok(&[
@@ -273,7 +261,7 @@ fn restarts_then_one_recreate_then_breaker() {
 /// both user-defined networks with their aliases.
 #[test]
 fn recreate_preserves_the_container() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let net1 = clean.network(unique("net-a"));
     let net2 = clean.network(unique("net-b"));
     let vol = clean.volume(unique("vol"));
@@ -384,7 +372,7 @@ fn recreate_preserves_the_container() {
 /// restarting an unhealthy container.
 #[test]
 fn restart_policy_is_left_to_docker_except_when_unhealthy() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let rules = restart_rule("backoff_initial_ms = 100")
         + &unhealthy_rule("restart", "backoff_initial_ms = 100\nstop_timeout_secs = 1");
     let dw = started(&rules, &[]);
@@ -445,7 +433,7 @@ fn restart_policy_is_left_to_docker_except_when_unhealthy() {
 /// event marks the call).
 #[test]
 fn unhealthy_is_restarted_within_a_second() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let dw = started(
         &unhealthy_rule("restart", "backoff_initial_ms = 100\nstop_timeout_secs = 2"),
         &[],
@@ -491,7 +479,7 @@ fn unhealthy_is_restarted_within_a_second() {
 /// Acceptance 7: a label named `exitCode` cannot hide a crash or fake one.
 #[test]
 fn forged_exit_code_labels_do_not_fool_healing() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let dw = started(&restart_rule("backoff_initial_ms = 100"), &[]);
     let image = test_image();
     let hidden = clean.container(unique("forged-ok"));
@@ -541,7 +529,7 @@ fn forged_exit_code_labels_do_not_fool_healing() {
 /// `max_bytes`, never above, and is restarted.
 #[test]
 fn oom_raises_memory_up_to_max_bytes() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let rules = r#"
 [[rule]]
 name = "oom"
@@ -608,7 +596,7 @@ max_restarts = 10
 /// would have been done.
 #[test]
 fn dry_run_mutates_nothing() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let rules = restart_rule("backoff_initial_ms = 100")
         + &unhealthy_rule("restart", "backoff_initial_ms = 100")
         + r#"
@@ -722,7 +710,7 @@ max_bytes = 50331648
 /// restarts itself by starting the container again after each decision.
 #[test]
 fn dry_run_shows_the_escalation_a_real_run_reaches() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let dw = started(&restart_rule(ESCALATION), &["--dry-run"]);
     let since = now_unix();
     let name = clean.container(unique("dry-escalation"));
@@ -776,7 +764,7 @@ fn dry_run_shows_the_escalation_a_real_run_reaches() {
 /// same rule is (so the test cannot pass by seeing nothing).
 #[test]
 fn a_clean_exit_is_not_healed_as_a_crash() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let rules = r#"
 [[rule]]
 name = "heal-dies"
@@ -838,7 +826,7 @@ backoff_initial_ms = 100
 /// Destroying a healed container for good drops its per-container series.
 #[test]
 fn destroy_drops_the_container_series() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let dw = started(&restart_rule("backoff_initial_ms = 100"), &[]);
     let name = clean.container(unique("series"));
     docker_ok(&[

@@ -9,16 +9,7 @@ use std::time::Duration;
 
 use common::proxy::FaultProxy;
 use common::receiver::{Received, Receiver};
-use common::{
-    Cleanup, Dockwarden, docker_ok, require_docker, require_test_image, test_image, unique,
-    wait_until,
-};
-
-fn setup() -> Cleanup {
-    require_docker();
-    require_test_image();
-    Cleanup::new()
-}
+use common::{Cleanup, Dockwarden, docker_ok, test_image, unique, wait_until};
 
 fn target(receiver: &Receiver) -> String {
     format!(
@@ -52,7 +43,7 @@ fn about(bodies: &[serde_json::Value], name: &str) -> Vec<serde_json::Value> {
 /// `dockwarden.notify=false` crashing alongside is healed but never told.
 #[test]
 fn a_crash_loop_notifies_each_restart_then_gives_up_in_order() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let receiver = Receiver::start();
     let rules = format!(
         r#"{target}
@@ -196,7 +187,7 @@ target = "ops"
 /// shell with a TTY is told (`high`); `true` as uid 1000 is not (`low`).
 #[test]
 fn only_high_severity_execs_are_told() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let receiver = Receiver::start();
     let audit_dir = common::TempDir::new("dw-notify-audit");
     let rules = format!(
@@ -258,7 +249,7 @@ target = "ops"
 /// engine behind a proxy that refuses connections for a while.
 #[test]
 fn a_long_outage_of_the_stream_is_told_and_so_is_its_end() {
-    let _clean = setup();
+    let _clean = Cleanup::for_engine_test();
     let receiver = Receiver::start();
     let proxy = FaultProxy::start();
     let rules = format!(
@@ -311,7 +302,7 @@ target = "ops"
 /// or for the `fields.ids` it lists).
 #[test]
 fn a_crash_storm_is_rate_limited_and_every_restart_accounted() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let receiver = Receiver::start();
     let rules = format!(
         r#"
@@ -418,7 +409,7 @@ target = "ops"
 /// each id once.
 #[test]
 fn messages_queued_for_a_dead_receiver_survive_kill_9() {
-    let clean = setup();
+    let clean = Cleanup::for_engine_test();
     let receiver = Receiver::start_down();
     let state = common::TempDir::new("dw-notify-state");
     let audit = state.path().join("audit.jsonl");

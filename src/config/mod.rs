@@ -24,6 +24,25 @@ impl ExitCode {
     }
 }
 
+/// A boolean as people write it in a label: `true`/`yes`/`1` and
+/// `false`/`no`/`0`, in any case, surrounding blanks ignored.
+pub fn truthy(value: &str) -> Option<bool> {
+    let v = value.trim();
+    for (word, b) in [
+        ("true", true),
+        ("yes", true),
+        ("1", true),
+        ("false", false),
+        ("no", false),
+        ("0", false),
+    ] {
+        if v.eq_ignore_ascii_case(word) {
+            return Some(b);
+        }
+    }
+    None
+}
+
 /// This machine's host name: what audit records and notifications name as
 /// their `host` when the rules file (`[audit] host`) names none.
 pub fn this_host() -> String {

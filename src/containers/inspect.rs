@@ -8,7 +8,7 @@ use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum, RestartPolicyNameEnum,
 };
 
-use super::{Container, Forgeable, State, plain_name, signal_number};
+use super::{CHECK_OUTPUT_BYTES, Check, Container, Forgeable, State, plain_name, signal_number};
 
 /// The engine's "never" for `StartedAt`/`FinishedAt`.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -41,7 +41,19 @@ impl Container {
             None | Some("") => Some(15),
             Some(s) => signal_number(s),
         };
+        let last_check = state
+            .health
+            .as_ref()
+            .and_then(|h| h.log.as_ref())
+            .and_then(|log| log.last())
+            .map(|c| Check {
+                exit_code: c.exit_code.unwrap_or(-1),
+                output: first_bytes(c.output.as_deref().unwrap_or_default(), CHECK_OUTPUT_BYTES)
+                    .trim_end()
+                    .to_owned(),
+            });
         Container {
+            last_check,
             id: info.id.clone().unwrap_or_default(),
             name: plain_name(info.name.as_deref().unwrap_or_default()).to_owned(),
             image: config.image.clone().unwrap_or_default(),
@@ -96,6 +108,15 @@ impl Container {
     }
 }
 
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn first_bytes(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,12 +129,20 @@ mod tests {
                           "StopSignal":"SIGQUIT",
                           "Healthcheck":{"Test":["CMD-SHELL","curl -f localhost"]}},
                 "HostConfig":{"Memory":1048576,"RestartPolicy":{"Name":"on-failure","MaximumRetryCount":3}},
-                "State":{"Status":"exited","Running":false,"ExitCode":3,"OOMKilled":true,"Health":{"Status":"unhealthy"},
+                "State":{"Status":"exited","Running":false,"ExitCode":3,"OOMKilled":true,"Health":{"Status":"unhealthy","Log":[{"ExitCode":0,"Output":"ok"},{"ExitCode":1,"Output":"db connection refused\n"}]},
                          "StartedAt":"2026-11-23T10:00:00.5Z","FinishedAt":"0001-01-01T00:00:00Z"}}"#,
         )
         .expect("inspect JSON");
         let c = Container::from_inspect(&info);
         assert_eq!(c.name, "web-1");
+        assert_eq!(
+            c.last_check,
+            Some(Check {
+                exit_code: 1,
+                output: "db connection refused".into()
+            })
+        );
+        assert_eq!(first_bytes("aé", 2), "a");
         assert_eq!(c.image, "nginx:1.25");
         assert_eq!(c.user, "app");
         assert_eq!((c.restart_policy, c.max_retries), ("on-failure", 3));

@@ -87,6 +87,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "restart",
             "resync",
             "started",
+            "stop",
             "stream_lost",
             "stream_restored",
             "suppressed",

@@ -321,10 +321,11 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut r = Registry::empty();
         r.register(Box::new(log::LogFactory));
-        // One healer: restart, recreate and raise_memory share its book.
+        // One healer: restart, recreate, stop and raise_memory share its book.
         let healer = Arc::new(heal::Healer::default());
         r.register(Box::new(heal::RestartFactory(healer.clone())));
         r.register(Box::new(heal::RecreateFactory(healer.clone())));
+        r.register(Box::new(heal::StopFactory(healer.clone())));
         r.register(Box::new(heal::RaiseMemoryFactory(healer.clone())));
         r.healer = Some(healer);
         r.register(Box::new(exec_audit::ExecAuditFactory(Arc::default())));

@@ -31,6 +31,7 @@ const OWN_KEYS: &[&str] = &[
     "dockwarden.restart",
     "dockwarden.recreate",
     "dockwarden.raise_memory",
+    "dockwarden.stop",
     "dockwarden.suppressed",
     "dockwarden.breaker_open",
     "dockwarden.breaker_closed",
@@ -99,11 +100,17 @@ pub(super) fn lifecycle_entry(event: &Event, view: &Containers) -> Option<Entry>
     } else {
         return None;
     }
+    // A failed health check's output (at most 512 bytes) is why the
+    // container was healed: it is kept whole, beside the bounded rest.
+    let check = d
+        .get("check_output")
+        .and_then(Value::as_str)
+        .map_or(0, str::len);
     Some(Entry {
         time_nano: time_of(event),
         key: event.key.clone(),
         id: Arc::from(event.actor_id.as_str()),
-        details: bounded(d, DETAILS_BYTES).into_boxed_str(),
+        details: bounded(d, DETAILS_BYTES + check).into_boxed_str(),
     })
 }
 
@@ -116,8 +123,10 @@ pub(super) fn bounded(mut fields: Map<String, Value>, max: usize) -> String {
         return text;
     }
     let piece = (max / 8).max(16);
-    for v in fields.values_mut() {
-        shorten(v, piece);
+    for (k, v) in fields.iter_mut() {
+        if k != "check_output" {
+            shorten(v, piece);
+        }
     }
     loop {
         let text = Value::Object(fields.clone()).to_string();

@@ -90,7 +90,7 @@ pub(super) fn entry<'a>(state: &AppState, c: &'a Container, s: &Status) -> Entry
 }
 
 /// The handlers that heal.
-const HEALERS: &[&str] = &["restart", "recreate", "raise_memory"];
+const HEALERS: &[&str] = &["restart", "recreate", "stop", "raise_memory"];
 
 /// A container's healing state: from the heal handlers' book once they
 /// have decided about it; before that, the rule that would heal it.

@@ -71,6 +71,8 @@ pub struct Decided<'a> {
     pub rule: &'a str,
     pub action: &'static str,
     pub failure: &'a str,
+    /// More on the failure (the health check's output), or empty.
+    pub why: &'a str,
     pub attempt: u32,
     pub backoff: Duration,
     pub dry_run: bool,
@@ -79,8 +81,15 @@ pub struct Decided<'a> {
 impl InternalEvent for Decided<'_> {
     fn emit(&self, _: &Metrics) {
         let verb = if self.dry_run { "Would" } else { "Will" };
-        let (name, what) = (self.container, self.failure);
-        if self.attempt == 0 {
+        let name = self.container;
+        let what = if self.why.is_empty() {
+            self.failure.to_owned()
+        } else {
+            format!("{} ({})", self.failure, self.why)
+        };
+        if self.action == "stop" {
+            warn!(container = %name, rule = %self.rule, failure = %what, "{verb} stop {name} and leave it stopped: {what}.");
+        } else if self.attempt == 0 {
             warn!(container = %name, rule = %self.rule, failure = %what, "{verb} {} {name}: {what}, restarts spent.", self.action.replace('_', " "));
         } else {
             info!(
@@ -168,6 +177,33 @@ impl InternalEvent for BreakerClosed<'_> {
     }
 }
 
+/// A `dockwarden.*` label of a container whose value cannot be used: it
+/// is ignored for that key (the rule's value stands), logged and counted
+/// once per container.
+pub struct BadLabel<'a> {
+    pub container: &'a str,
+    pub label: &'static str,
+    pub value: &'a str,
+    pub expected: &'static str,
+}
+
+impl InternalEvent for BadLabel<'_> {
+    fn emit(&self, metrics: &Metrics) {
+        warn!(
+            container = %self.container,
+            label = self.label,
+            value = %self.value,
+            expected = self.expected,
+            "Ignoring label {}={:?} on {}: expected {}; the rule's value is used.",
+            self.label,
+            self.value,
+            self.container,
+            self.expected
+        );
+        metrics.label_error(self.label);
+    }
+}
+
 /// How an action that was carried out ended.
 pub enum ActionResult {
     /// Done; the text says what was done.
@@ -191,6 +227,12 @@ pub struct Acted<'a> {
     pub max_restarts: u32,
     pub backoff: Duration,
     pub result: ActionResult,
+    /// The failure's details as event fields (exit code, signal, health
+    /// check output).
+    pub why: Vec<(&'static str, Value)>,
+    /// Set when it was done because another container was healed:
+    /// `depends on X`.
+    pub cause: Option<&'a str>,
     /// Failure event read → action call issued, backoff excluded.
     pub reaction: Duration,
     /// Failure event time → action done, backoff included.
@@ -213,6 +255,7 @@ impl InternalEvent for Acted<'_> {
         Some(match self.action {
             "recreate" => "dockwarden.recreate",
             "raise_memory" => "dockwarden.raise_memory",
+            "stop" => "dockwarden.stop",
             _ => "dockwarden.restart",
         })
     }
@@ -226,6 +269,10 @@ impl InternalEvent for Acted<'_> {
             ("backoff_ms", json!(self.backoff.as_millis() as u64)),
             ("failure", json!(self.failure)),
         ];
+        fields.extend(self.why.iter().cloned());
+        if let Some(cause) = self.cause {
+            fields.push(("cause", json!(cause)));
+        }
         match &self.result {
             ActionResult::Ok(done) => fields.push(("text", json!(done))),
             ActionResult::Error { error, .. } => fields.push(("error", json!(error))),
@@ -238,10 +285,14 @@ impl InternalEvent for Acted<'_> {
         metrics.action(self.action, self.result_label());
         match &self.result {
             ActionResult::Ok(done) => {
-                if self.action != "recreate" {
+                if matches!(self.action, "restart" | "raise_memory") {
                     metrics.container_restarted(self.container);
                 }
                 metrics.healed(self.latency, self.reaction);
+                if let Some(cause) = self.cause {
+                    info!(container = %self.container, rule = %self.rule, cause, "{done}");
+                    return;
+                }
                 info!(
                     container = %self.container,
                     rule = %self.rule,

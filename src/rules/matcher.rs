@@ -16,7 +16,7 @@ use crate::event::Event;
 pub struct Matcher {
     name: Option<GlobSet>,
     image: Option<GlobSet>,
-    labels: Vec<(String, GlobMatcher)>,
+    labels: Vec<(String, LabelPattern)>,
     pub(super) exit_code: Option<ExitCode>,
     /// The handler checks `exit_code` against the engine: don't filter on
     /// the forgeable attribute here.
@@ -78,6 +78,33 @@ impl Matcher {
     }
 }
 
+/// A label's wanted value: a glob, or, written `true` or `false`, a
+/// boolean however the label spells it (`True`, `yes`, `1`; `no`, `0`).
+enum LabelPattern {
+    Glob(GlobMatcher),
+    Bool(bool),
+}
+
+impl LabelPattern {
+    fn is_match(&self, value: &str) -> bool {
+        match self {
+            LabelPattern::Glob(g) => g.is_match(value),
+            LabelPattern::Bool(b) => crate::config::truthy(value) == Some(*b),
+        }
+    }
+}
+
+/// `true` or `false` in any case: a boolean pattern.
+fn truthy_word(pat: &str) -> Option<bool> {
+    if pat.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if pat.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// The grades of an audited exec, lowest first.
 const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 
@@ -101,8 +128,15 @@ pub(super) fn compile_matcher(mut m: Table<'_, '_>, on: Option<&GlobSet>) -> Opt
             DeValue::Table(t) => {
                 for (key, v) in t.iter() {
                     match v.get_ref() {
+                        DeValue::String(pat) if truthy_word(pat).is_some() => labels.push((
+                            key.get_ref().to_string(),
+                            LabelPattern::Bool(truthy_word(pat).unwrap_or_default()),
+                        )),
                         DeValue::String(pat) => match glob(pat) {
-                            Ok(g) => labels.push((key.get_ref().to_string(), g.compile_matcher())),
+                            Ok(g) => labels.push((
+                                key.get_ref().to_string(),
+                                LabelPattern::Glob(g.compile_matcher()),
+                            )),
                             Err(e) => {
                                 ok = false;
                                 m.error(

@@ -270,6 +270,19 @@ exit_code = [1, 137]
             .is_empty(),
             "label value"
         );
+        // `true` matches a boolean however it is spelled.
+        for spelled in ["True", "YES", "1", " yes "] {
+            let labelled = format!(r#","dockwarden.heal":"{spelled}","team":"x""#);
+            assert_eq!(names(&c, &die("web-1", 1, &labelled)), ["r"], "{spelled}");
+        }
+        assert!(
+            names(
+                &c,
+                &die("web-1", 1, r#","dockwarden.heal":"No","team":"x""#)
+            )
+            .is_empty(),
+            "No is false"
+        );
         // exit_code does not constrain other events.
         let start = event(
             r#"{"Type":"container","Action":"start","Actor":{"ID":"c","Attributes":{"name":"web-2","image":"nginx:1","dockwarden.heal":"true","team":"a"}},"timeNano":1}"#,

@@ -141,6 +141,13 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `docker inspect NAME`'s object.
+pub fn inspect(name: &str) -> serde_json::Value {
+    let out = docker_ok(&["inspect", name]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("docker inspect prints JSON");
+    v[0].clone()
+}
+
 /// Removes the Docker objects it was told about when dropped (also when the
 /// test panics): containers (`docker rm -f -v`), then networks, then volumes.
 /// Errors (e.g. already removed) are ignored.
@@ -153,6 +160,14 @@ pub struct Cleanup {
 
 impl Cleanup {
     pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// For a test that runs containers: fails unless the engine answers
+    /// and the test image is there, then starts tracking what to remove.
+    pub fn for_engine_test() -> Self {
+        require_docker();
+        require_test_image();
         Self::default()
     }
 

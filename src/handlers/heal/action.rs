@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::ContainerUpdateBody;
-use bollard::query_parameters::RestartContainerOptions;
+use bollard::query_parameters::{RestartContainerOptions, StopContainerOptions};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::book::Healer;
-use super::facts::{Facts, describe};
+use super::facts::{Facts, Why, describe};
 use super::policy::{Failure, Kind};
-use super::{Heal, recreate};
+use super::{Heal, dependents, recreate};
 use crate::docker::calls::Call;
 use crate::event::Event;
 use crate::handlers::About;
@@ -44,8 +44,8 @@ impl Heal {
         let containers = ctx.containers.clone();
         let rule_name = self.rule.name.clone();
         let event = event.clone();
-        let stop_timeout = self.params.stop_timeout_secs;
-        let max_restarts = self.params.max_restarts;
+        let stop_timeout = plan.stop_timeout;
+        let max_restarts = plan.max_restarts;
         ctx.tasks.spawn(async move {
             let name = facts.name.clone();
             let kind = plan.kind;
@@ -71,6 +71,9 @@ impl Heal {
             // new failure after them must be free to schedule again.
             healer.finish_pending(&name, generation);
             let reaction = event.received.elapsed().saturating_sub(plan.delay);
+            // A restart, stop or recreate waits out the stop timeout: the
+            // call may take that long beyond the usual limit.
+            let docker = crate::docker::outliving_stop(&docker, stop_timeout);
             let result = act(&docker, &healer, &facts, kind, stop_timeout).await;
             // A denied call is logged once per call, not once per action:
             // the action's own line below stays at debug then.
@@ -89,8 +92,10 @@ impl Heal {
                 attempt: plan.attempt,
                 max_restarts,
                 backoff: plan.delay,
-                result: match result {
-                    Ok(Some(done)) => ActionResult::Ok(done),
+                why: plan.why.fields(),
+                cause: None,
+                result: match &result {
+                    Ok(Some((done, _))) => ActionResult::Ok(done.clone()),
                     Ok(None) => ActionResult::Suppressed,
                     Err(e) => ActionResult::Error {
                         error: e.to_string(),
@@ -110,16 +115,36 @@ impl Heal {
             );
             containers.record_action(&facts.id, kind.label(), done.result_label());
             healer.note_action(&name, kind.label(), done.result_label());
+            // The containers that depend on it follow.
+            if let Ok(Some((_, Some(healed)))) = result {
+                let failure = describe(plan.failure);
+                let cascade = dependents::Cascade {
+                    docker: &docker,
+                    healer: &healer,
+                    emitter: &emitter,
+                    containers: &containers,
+                    rule: &rule_name,
+                    failure: &failure,
+                    stop_timeout,
+                    event: &event,
+                };
+                cascade.run(healed).await;
+            }
         });
     }
 }
 /// What a scheduled task is to do.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Plan {
     pub(super) kind: Kind,
     pub(super) failure: Failure,
     pub(super) delay: Duration,
     pub(super) attempt: u32,
+    /// The parameters in force for this container (the rule's, with its
+    /// labels' overrides).
+    pub(super) stop_timeout: u32,
+    pub(super) max_restarts: u32,
+    pub(super) why: Why,
 }
 
 /// After a backoff: is the action still wanted? Some(reason) if not.
@@ -153,19 +178,45 @@ async fn no_longer_needed(
     }
 }
 
-/// Performs the action; returns the log message of success, or None if
-/// it decided to leave the container alone.
+/// Performs the action; returns the log message of success and, when
+/// containers that depend on it are to follow, how it was healed; or None
+/// if it decided to leave the container alone.
 async fn act(
     docker: &Docker,
     healer: &Healer,
     facts: &Facts,
     kind: Kind,
     stop_timeout: u32,
-) -> Result<Option<String>, HandlerError> {
+) -> Result<Option<(String, Option<dependents::Healed>)>, HandlerError> {
+    let restarted = || {
+        Some(dependents::Healed {
+            name: facts.name.clone(),
+            old_id: facts.id.clone(),
+            new_id: None,
+        })
+    };
     match kind {
         Kind::Restart => restart(docker, healer, facts, stop_timeout)
             .await
-            .map(|()| Some(format!("Restarted {}.", facts.name))),
+            .map(|()| Some((format!("Restarted {}.", facts.name), restarted()))),
+        Kind::Stop => {
+            healer.mark_own(&[&facts.name], stop_timeout);
+            let stopped = docker
+                .stop_container(
+                    &facts.id,
+                    Some(StopContainerOptions {
+                        t: Some(stop_timeout as i32),
+                        signal: None,
+                    }),
+                )
+                .await;
+            stopped
+                .map(|()| Some((format!("Stopped {}; it is left stopped.", facts.name), None)))
+                .map_err(|e| {
+                    healer.clear_own(&facts.name);
+                    HandlerError::engine(Call::ContainerStop, "stop", e)
+                })
+        }
         Kind::Recreate => {
             let aside = recreate::aside_name(&facts.name, &facts.id);
             let info = docker
@@ -177,10 +228,17 @@ async fn act(
             // The old container's aside name is gone for good either way.
             healer.book().remove(&aside);
             match result {
-                Ok(new_id) => Ok(Some(format!(
-                    "Recreated {}: new container {}.",
-                    facts.name,
-                    new_id.get(..12).unwrap_or(&new_id)
+                Ok(new_id) => Ok(Some((
+                    format!(
+                        "Recreated {}: new container {}.",
+                        facts.name,
+                        new_id.get(..12).unwrap_or(&new_id)
+                    ),
+                    Some(dependents::Healed {
+                        name: facts.name.clone(),
+                        old_id: facts.id.clone(),
+                        new_id: Some(new_id),
+                    }),
                 ))),
                 Err(e) => {
                     healer.clear_own(&facts.name);
@@ -225,7 +283,10 @@ async fn act(
                 format!("memory limit left at max_bytes ({current} bytes)")
             };
             restart(docker, healer, facts, stop_timeout).await?;
-            Ok(Some(format!("Restarted {} and {note}.", facts.name)))
+            Ok(Some((
+                format!("Restarted {} and {note}.", facts.name),
+                restarted(),
+            )))
         }
     }
 }

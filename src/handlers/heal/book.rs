@@ -52,6 +52,9 @@ pub struct Entry {
     /// The last action taken on whichever container had the name: its
     /// kind, result and time (Unix nanoseconds).
     pub(super) last_action: Option<(&'static str, &'static str, i64)>,
+    /// Its bad labels were reported (once per container name: a recreate
+    /// copies them).
+    pub(super) labels_reported: bool,
 }
 
 /// The healing state of a container as the status API shows it.
@@ -121,6 +124,14 @@ impl Healer {
             Some((kind, result, crate::clock::unix_nanos()));
     }
 
+    /// True the first time a decision about this container looks at its
+    /// labels: their errors are reported once per container.
+    pub(super) fn first_look_at_labels(&self, facts: &Facts) -> bool {
+        let mut book = self.book();
+        let e = book.entry(facts.name.clone()).or_default();
+        !std::mem::replace(&mut e.labels_reported, true)
+    }
+
     pub(super) fn book(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         lock(&self.book)
     }
@@ -135,11 +146,14 @@ impl Healer {
             return None;
         }
         let oom_seen = self.book().get(&known.name).is_some_and(|e| e.oom_seen);
+        let (overrides, label_errors) = super::labels::Overrides::read(&known.labels);
         let base = Facts {
             id: event.actor_id.clone(),
             name: known.name.clone(),
             policy: known.restart_policy.to_owned(),
             max_retries: known.max_retries,
+            overrides,
+            label_errors,
             ..Facts::default()
         };
         match &*event.key {
@@ -148,14 +162,8 @@ impl Healer {
                 oom_killed: oom_seen,
                 ..base
             }),
-            // Whether the main process survived needs the engine.
-            // Only running containers report health; the status is in the
-            // action text, which labels cannot touch.
-            "container.health_status" => Some(Facts {
-                running: true,
-                unhealthy: event.health_status() == Some("unhealthy"),
-                ..base
-            }),
+            // Whether the main process survived needs the engine, and so
+            // does the output of the health check that failed.
             _ => None,
         }
     }
@@ -254,6 +262,7 @@ impl Observer for Healer {
                             last_start: Some(now),
                             container_id: Some(id.to_owned()),
                             last_action: e.last_action,
+                            labels_reported: e.labels_reported,
                             ..Entry::default()
                         };
                         // A dry run's breaker was never counted open.

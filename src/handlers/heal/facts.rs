@@ -3,9 +3,11 @@
 //! says the rest), and the failure an event reports.
 
 use bollard::models::ContainerInspectResponse;
+use serde_json::{Value, json};
 
+use super::labels::{LabelError, Overrides};
 use super::policy::Failure;
-use crate::containers::Container;
+use crate::containers::{Check, Container, signal_name};
 use crate::event::Event;
 
 /// What the engine says about the container now.
@@ -22,6 +24,12 @@ pub struct Facts {
     pub max_retries: i64,
     pub restart_count: i64,
     pub memory: i64,
+    /// What its `dockwarden.*` labels ask for, and the values that could
+    /// not be used.
+    pub overrides: Overrides,
+    pub label_errors: Vec<LabelError>,
+    /// The last health check (from an inspect; not kept current by events).
+    pub check: Option<Check>,
 }
 
 impl Facts {
@@ -31,7 +39,11 @@ impl Facts {
 
     /// The facts in a container view, as fresh as the inspect behind it.
     pub fn from_container(c: &Container) -> Facts {
+        let (overrides, label_errors) = Overrides::read(&c.labels);
         Facts {
+            overrides,
+            label_errors,
+            check: c.last_check.clone(),
             id: c.id.clone(),
             name: c.name.clone(),
             running: c.state.running,
@@ -72,10 +84,78 @@ pub(super) fn failure_of(event: &Event, facts: &Facts) -> Option<Failure> {
     }
 }
 
+/// The failure in a few words: `exit 3`, `exit 137 (SIGKILL)`, `OOM kill`,
+/// `unhealthy`.
 pub(super) fn describe(failure: Failure) -> String {
     match failure {
-        Failure::Exit(code) => format!("exit {code}"),
+        Failure::Exit(code) => match signal_of(code) {
+            Some(sig) => format!("exit {code} ({sig})"),
+            None => format!("exit {code}"),
+        },
         Failure::Oom => "OOM kill".to_owned(),
         Failure::Unhealthy => "unhealthy".to_owned(),
+    }
+}
+
+/// The signal that ended a process exiting with `code` (128 + n).
+fn signal_of(code: i64) -> Option<&'static str> {
+    code.checked_sub(128)
+        .filter(|n| *n > 0)
+        .and_then(signal_name)
+}
+
+/// Why a container is healed, beyond [`describe`]'s few words: for a crash
+/// its exit code, whether it was OOM-killed and the signal; for `unhealthy`
+/// the last check's exit code and output. For the decision's log line, the
+/// action's event fields (and so notifications) and the history.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Why {
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub signal: Option<&'static str>,
+    pub check: Option<Check>,
+}
+
+impl Why {
+    pub(super) fn of(failure: Failure, facts: &Facts) -> Why {
+        match failure {
+            Failure::Unhealthy => Why {
+                check: facts.check.clone(),
+                ..Why::default()
+            },
+            Failure::Exit(_) | Failure::Oom => Why {
+                exit_code: Some(facts.exit_code),
+                oom_killed: facts.oom_killed || failure == Failure::Oom,
+                signal: signal_of(facts.exit_code),
+                check: None,
+            },
+        }
+    }
+
+    /// The event fields.
+    pub fn fields(&self) -> Vec<(&'static str, Value)> {
+        let mut f = Vec::new();
+        if let Some(code) = self.exit_code {
+            f.push(("exit_code", json!(code)));
+            f.push(("oom_killed", json!(self.oom_killed)));
+            if let Some(sig) = self.signal {
+                f.push(("signal", json!(sig)));
+            }
+        }
+        if let Some(c) = &self.check {
+            f.push(("check_exit_code", json!(c.exit_code)));
+            f.push(("check_output", json!(c.output)));
+        }
+        f
+    }
+
+    /// For a log line: `check exit 1: db connection refused`, empty for a
+    /// crash (its few words say it all).
+    pub fn text(&self) -> String {
+        match &self.check {
+            Some(c) if c.output.is_empty() => format!("check exit {}", c.exit_code),
+            Some(c) => format!("check exit {}: {}", c.exit_code, c.output),
+            None => String::new(),
+        }
     }
 }

@@ -39,7 +39,9 @@
 
 mod action;
 mod book;
+mod dependents;
 mod facts;
+pub mod labels;
 mod policy;
 pub mod recreate;
 
@@ -53,13 +55,14 @@ use crate::config::ExitCode;
 use crate::config::table::Table;
 use crate::event::Event;
 use crate::internal_events::InternalEvent;
-use crate::internal_events::heal::{BreakerOpened, Decided, NotHealing, Suppressed};
+use crate::internal_events::heal::{BadLabel, BreakerOpened, Decided, NotHealing, Suppressed};
 
 use action::Plan;
 pub use book::{Entry, Healer, Summary};
-pub use facts::Facts;
+pub use facts::{Facts, Why};
 use facts::{describe, failure_of};
-pub use policy::{Decision, Failure, Kind, Params, decide};
+use labels::LabelAction;
+pub use policy::{Decision, Failure, Kind, Params, decide, decide_stop};
 
 /// The keys heal handlers act on.
 const FAILURE_KEYS: &[&str] = &["container.die", "container.oom", "container.health_status"];
@@ -108,7 +111,6 @@ impl Heal {
             return Outcome::Skipped;
         };
         let what = describe(failure);
-        let action = self.kind.label();
         let not_healing = |reason: &str| {
             NotHealing {
                 container: &facts.name,
@@ -119,7 +121,41 @@ impl Heal {
             .emit(&ctx.metrics);
             Outcome::Skipped
         };
-        if matches!(self.kind, Kind::RaiseMemory { .. }) && facts.memory == 0 {
+        // The container's labels: the opt-out holds under any rule; the
+        // rest only where the rule allows overrides.
+        if !facts.label_errors.is_empty() && self.healer.first_look_at_labels(&facts) {
+            for e in &facts.label_errors {
+                ctx.emit(
+                    &BadLabel {
+                        container: &facts.name,
+                        label: e.label,
+                        value: &e.value,
+                        expected: e.expected,
+                    },
+                    None,
+                );
+            }
+        }
+        let o = &facts.overrides;
+        if o.heal == Some(false) {
+            return not_healing("it is labelled dockwarden.heal=false");
+        }
+        let (params, kind) = if self.params.allow_label_overrides {
+            let kind = match o.action {
+                None => self.kind,
+                Some(LabelAction::Restart) => Kind::Restart,
+                Some(LabelAction::Recreate) => Kind::Recreate,
+                Some(LabelAction::Stop) => Kind::Stop,
+                Some(LabelAction::None) => {
+                    return not_healing("it is labelled dockwarden.action=none");
+                }
+            };
+            (o.apply(&self.params), kind)
+        } else {
+            (self.params.clone(), self.kind)
+        };
+        let action = kind.label();
+        if matches!(kind, Kind::RaiseMemory { .. }) && facts.memory == 0 {
             ctx.emit(
                 &Suppressed {
                     container: &facts.name,
@@ -141,7 +177,7 @@ impl Heal {
         // and recreate wait for the `die` (with OOMKilled) if it ever comes.
         if event.key == "container.oom"
             && facts.running
-            && !matches!(self.kind, Kind::RaiseMemory { .. })
+            && !matches!(kind, Kind::RaiseMemory { .. })
         {
             return not_healing("its main process still runs");
         }
@@ -165,12 +201,16 @@ impl Heal {
             let mut book = self.healer.book();
             let entry = book.entry(facts.name.clone()).or_default();
             entry.container_id = Some(facts.id.clone());
-            let d = decide(entry, &self.params, failure, &facts, now);
+            let d = if kind == Kind::Stop {
+                decide_stop(entry, &params, failure, &facts, now)
+            } else {
+                decide(entry, &params, failure, &facts, now)
+            };
             entry.rule = Some(rule.name.clone());
-            entry.window = self.params.window;
+            entry.window = params.window;
             entry.pending_plan = match d {
                 Decision::Act { delay, .. } => Some((
-                    self.kind.label(),
+                    kind.label(),
                     crate::clock::unix_nanos().saturating_add(delay.as_nanos() as i64),
                 )),
                 Decision::Escalate => Some((Kind::Recreate.label(), crate::clock::unix_nanos())),
@@ -214,8 +254,8 @@ impl Heal {
                         container: &facts.name,
                         rule: &rule.name,
                         failure: &what,
-                        max_restarts: self.params.max_restarts,
-                        window_secs: self.params.window.as_secs(),
+                        max_restarts: params.max_restarts,
+                        window_secs: params.window.as_secs(),
                         dry_run: ctx.dry_run,
                     },
                     Some(About {
@@ -231,19 +271,27 @@ impl Heal {
                 failure,
                 delay: Duration::ZERO,
                 attempt: 0,
+                stop_timeout: params.stop_timeout_secs,
+                max_restarts: params.max_restarts,
+                why: Why::of(failure, &facts),
             },
             Decision::Act { delay, attempt } => Plan {
-                kind: self.kind,
+                kind,
                 failure,
                 delay,
                 attempt,
+                stop_timeout: params.stop_timeout_secs,
+                max_restarts: params.max_restarts,
+                why: Why::of(failure, &facts),
             },
         };
+        let why = plan.why.text();
         Decided {
             container: &facts.name,
             rule: &rule.name,
             action: plan.kind.label(),
             failure: &what,
+            why: &why,
             attempt: plan.attempt,
             backoff: plan.delay,
             dry_run: ctx.dry_run,
@@ -264,6 +312,8 @@ pub struct RestartFactory(pub Arc<Healer>);
 pub struct RecreateFactory(pub Arc<Healer>);
 /// `handler = "raise_memory"`.
 pub struct RaiseMemoryFactory(pub Arc<Healer>);
+/// `handler = "stop"`.
+pub struct StopFactory(pub Arc<Healer>);
 
 macro_rules! heal_factory {
     ($factory:ty, $name:literal, $events:expr, |$t:ident| $kind:expr, $then:literal) => {
@@ -308,6 +358,7 @@ heal_factory!(
     |t| Kind::Recreate,
     "none"
 );
+heal_factory!(StopFactory, "stop", FAILURE_KEYS, |t| Kind::Stop, "none");
 heal_factory!(
     RaiseMemoryFactory,
     "raise_memory",

@@ -21,6 +21,9 @@ pub struct Params {
     pub then_recreate: bool,
     pub include_requested: bool,
     pub respect_restart_policy: bool,
+    /// Containers' `dockwarden.*` labels may override these (the opt-out
+    /// `dockwarden.heal=false` holds regardless).
+    pub allow_label_overrides: bool,
 }
 
 impl Params {
@@ -39,6 +42,7 @@ impl Params {
             then_recreate: t.choice("then", &["recreate", "none"], then_default) == "recreate",
             include_requested: t.bool("include_requested", false),
             respect_restart_policy: t.bool("respect_restart_policy", true),
+            allow_label_overrides: t.bool("allow_label_overrides", true),
         }
     }
 
@@ -64,7 +68,12 @@ pub enum Failure {
 pub enum Kind {
     Restart,
     Recreate,
-    RaiseMemory { factor: f64, max_bytes: i64 },
+    /// Stop it (with its stop timeout) and leave it stopped.
+    Stop,
+    RaiseMemory {
+        factor: f64,
+        max_bytes: i64,
+    },
 }
 
 impl Kind {
@@ -72,6 +81,7 @@ impl Kind {
         match self {
             Kind::Restart => "restart",
             Kind::Recreate => "recreate",
+            Kind::Stop => "stop",
             Kind::RaiseMemory { .. } => "raise_memory",
         }
     }
@@ -93,6 +103,32 @@ pub enum Decision {
     OpenBreaker,
 }
 
+/// What every action leaves alone: its own events, a container that is
+/// not unhealthy (any more), and, for a crash, an operator's stop.
+fn not_a_failure(
+    entry: &Entry,
+    p: &Params,
+    failure: Failure,
+    facts: &Facts,
+    now: Instant,
+) -> Option<Decision> {
+    if entry.own(now) {
+        return Some(Decision::Ignore("caused by dockwarden's own action"));
+    }
+    match failure {
+        Failure::Unhealthy if !facts.running => Some(Decision::Ignore("it is not running")),
+        Failure::Unhealthy if !facts.unhealthy => {
+            Some(Decision::Ignore("it is no longer unhealthy"))
+        }
+        Failure::Exit(_) | Failure::Oom if entry.requested_stop && !p.include_requested => {
+            Some(Decision::Suppress(
+                "it was stopped or killed through the API since its last start".to_owned(),
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// Decides what to do about `failure` and updates `entry` as if it were
 /// done. Pure: time is given, the engine's view is in `facts`.
 pub fn decide(
@@ -102,22 +138,10 @@ pub fn decide(
     facts: &Facts,
     now: Instant,
 ) -> Decision {
-    if entry.own(now) {
-        return Decision::Ignore("caused by dockwarden's own action");
-    }
-    match failure {
-        Failure::Unhealthy if !facts.running => return Decision::Ignore("it is not running"),
-        Failure::Unhealthy if !facts.unhealthy => {
-            return Decision::Ignore("it is no longer unhealthy");
-        }
-        _ => {}
+    if let Some(d) = not_a_failure(entry, p, failure, facts, now) {
+        return d;
     }
     let exit_like = matches!(failure, Failure::Exit(_) | Failure::Oom);
-    if exit_like && entry.requested_stop && !p.include_requested {
-        return Decision::Suppress(
-            "it was stopped or killed through the API since its last start".to_owned(),
-        );
-    }
     // Before "running again": Docker's policy may already have restarted it.
     if exit_like && p.respect_restart_policy && facts.engine_restarts() {
         return Decision::Suppress(format!(
@@ -167,11 +191,36 @@ pub fn decide(
     }
 }
 
+/// What to do about `failure` when the action is to stop the container.
+/// Stopping is done once and counts no restart; Docker's restart policy is
+/// no reason to leave it alone (stopping is how it is overridden), and a
+/// crashed container that is down already is stopped all the same (the
+/// engine answers that it was), so the action is counted and told.
+pub fn decide_stop(
+    entry: &mut Entry,
+    p: &Params,
+    failure: Failure,
+    facts: &Facts,
+    now: Instant,
+) -> Decision {
+    if let Some(d) = not_a_failure(entry, p, failure, facts, now) {
+        return d;
+    }
+    if entry.pending.is_some() {
+        return Decision::Ignore("an action for it is already scheduled");
+    }
+    Decision::Act {
+        delay: Duration::ZERO,
+        attempt: 1,
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn params() -> Params {
+    /// A rule's parameters for tests: 3 restarts in 60 s, 1 s doubling to 5 s.
+    pub(in crate::handlers::heal) fn params() -> Params {
         Params {
             max_restarts: 3,
             window: Duration::from_secs(60),
@@ -182,6 +231,7 @@ mod tests {
             then_recreate: true,
             include_requested: false,
             respect_restart_policy: true,
+            allow_label_overrides: true,
         }
     }
 
@@ -367,6 +417,35 @@ mod tests {
             ..exited(0)
         };
         assert!(always.engine_restarts());
+    }
+
+    #[test]
+    fn a_stop_goes_at_once_whatever_the_restart_policy() {
+        let p = params();
+        let now = Instant::now();
+        let always = Facts {
+            policy: "always".into(),
+            running: true,
+            ..exited(3)
+        };
+        let mut e = Entry::default();
+        let act = Decision::Act {
+            delay: Duration::ZERO,
+            attempt: 1,
+        };
+        assert_eq!(decide_stop(&mut e, &p, Failure::Exit(3), &always, now), act);
+        assert!(e.restarts.is_empty(), "a stop is no restart");
+        e.requested_stop = true;
+        assert!(matches!(
+            decide_stop(&mut e, &p, Failure::Exit(3), &always, now),
+            Decision::Suppress(_)
+        ));
+        let sick = Facts {
+            running: true,
+            unhealthy: true,
+            ..exited(0)
+        };
+        assert_eq!(decide_stop(&mut e, &p, Failure::Unhealthy, &sick, now), act);
     }
 
     #[test]

@@ -194,15 +194,21 @@ pub fn blueprint(info: &ContainerInspectResponse) -> Result<Blueprint, RecreateE
     };
 
     // The engine sets Hostname to the short ID unless the user chose one.
-    let hostname = config.hostname.filter(|h| h != short_id);
+    // In another container's namespace the host name is that container's,
+    // and the engine refuses a host name or exposed ports (the image's
+    // appear in the inspect) beside `container:` network mode.
+    let joins = mode.starts_with("container:");
+    let hostname = config.hostname.filter(|h| h != short_id && !joins);
+    let domainname = config.domainname.filter(|_| !joins);
+    let exposed_ports = config.exposed_ports.filter(|_| !joins);
     let body = ContainerCreateBody {
         hostname,
-        domainname: config.domainname,
+        domainname,
         user: config.user,
         attach_stdin: config.attach_stdin,
         attach_stdout: config.attach_stdout,
         attach_stderr: config.attach_stderr,
-        exposed_ports: config.exposed_ports,
+        exposed_ports,
         tty: config.tty,
         open_stdin: config.open_stdin,
         stdin_once: config.stdin_once,

@@ -78,9 +78,13 @@ fn wording(event: &Event, name: &str, f: &Map<String, Value>) -> (Severity, Stri
         ""
     };
     match &*event.key {
-        "dockwarden.restart" | "dockwarden.recreate" | "dockwarden.raise_memory" => {
+        "dockwarden.restart"
+        | "dockwarden.recreate"
+        | "dockwarden.raise_memory"
+        | "dockwarden.stop" => {
             let (verb, done) = match &*event.action {
                 "recreate" => ("recreating", "recreated"),
+                "stop" => ("stopping", "stopped and left stopped"),
                 "raise_memory" => ("raising the memory limit of", "memory limit raised"),
                 _ => ("restarting", "restarted"),
             };
@@ -94,7 +98,12 @@ fn wording(event: &Event, name: &str, f: &Map<String, Value>) -> (Severity, Stri
                 );
             }
             let attempt = num_field(f, "attempt");
-            let detail = if attempt == 0 {
+            let cause = str_field(f, "cause");
+            let mut detail = if !cause.is_empty() {
+                format!("{cause}, which was healed after {failure}")
+            } else if event.action == "stop" {
+                failure.to_owned()
+            } else if attempt == 0 {
                 format!("{failure}, restarts spent")
             } else {
                 format!(
@@ -103,6 +112,15 @@ fn wording(event: &Event, name: &str, f: &Map<String, Value>) -> (Severity, Stri
                     human_ms(num_field(f, "backoff_ms"))
                 )
             };
+            let check = str_field(f, "check_output");
+            if !check.is_empty() {
+                detail = format!(
+                    "{detail}; health check exit {}: {check}",
+                    f.get("check_exit_code")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(-1)
+                );
+            }
             (
                 if event.action == "restart" {
                     Severity::Medium
