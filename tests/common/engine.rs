@@ -141,11 +141,13 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// `docker inspect NAME`'s object.
+/// `docker inspect NAME`'s object, or null while there is none of that
+/// name (a recreate frees the name for a moment): polls read through it.
 pub fn inspect(name: &str) -> serde_json::Value {
-    let out = docker_ok(&["inspect", name]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("docker inspect prints JSON");
-    v[0].clone()
+    let out = docker(&["inspect", name]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .map(|v| v[0].clone())
+        .unwrap_or_default()
 }
 
 /// Removes the Docker objects it was told about when dropped (also when the

@@ -159,3 +159,48 @@ impl Why {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_says_its_code_oom_and_signal_and_a_check_its_output() {
+        assert_eq!(describe(Failure::Exit(3)), "exit 3");
+        assert_eq!(describe(Failure::Exit(137)), "exit 137 (SIGKILL)");
+        assert_eq!(describe(Failure::Exit(143)), "exit 143 (SIGTERM)");
+        assert_eq!(describe(Failure::Exit(128)), "exit 128");
+        assert_eq!(describe(Failure::Exit(-1)), "exit -1");
+        let killed = Facts {
+            exit_code: 137,
+            oom_killed: true,
+            ..Facts::default()
+        };
+        let why = Why::of(Failure::Oom, &killed);
+        assert_eq!(
+            why.fields(),
+            [
+                ("exit_code", json!(137)),
+                ("oom_killed", json!(true)),
+                ("signal", json!("SIGKILL")),
+            ]
+        );
+        assert_eq!(why.text(), "");
+        let sick = Facts {
+            check: Some(Check {
+                exit_code: 1,
+                output: "db connection refused".into(),
+            }),
+            ..Facts::default()
+        };
+        let why = Why::of(Failure::Unhealthy, &sick);
+        assert_eq!(why.text(), "check exit 1: db connection refused");
+        assert_eq!(
+            why.fields(),
+            [
+                ("check_exit_code", json!(1)),
+                ("check_output", json!("db connection refused")),
+            ]
+        );
+    }
+}
