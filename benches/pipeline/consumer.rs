@@ -11,8 +11,8 @@
 //!    handlers have finished);
 //! 4. read its CPU ticks and `VmHWM` while it still runs, then stop it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -22,9 +22,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::Bench;
+use super::bollard::parse_count;
 use super::procfs::{cpu_ticks, status_kb, wait_quiet};
 use super::report::Scenario;
 use super::server::{Plan, Server, Stats};
+use super::sidecar::{self, default_rules, free_addr, no_match_rules, scrape};
 
 /// Give up on a consumer that makes no progress for this long.
 const STALLED: Duration = Duration::from_secs(30);
@@ -157,10 +159,7 @@ pub fn run(
 fn spawn(b: &Bench, kind: Kind, dir: &Path, host: &str, events: u64) -> Result<Running, String> {
     let log = dir.join(format!("{}.log", kind.name()));
     let log_file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
-    let mut cmd;
-    let progress_kind;
-    match kind {
+    let (mut cmd, metrics) = match kind {
         Kind::Dockwarden | Kind::NoMatch => {
             let rules = dir.join("rules.toml");
             let audit = dir.join("audit.jsonl");
@@ -171,36 +170,22 @@ fn spawn(b: &Bench, kind: Kind, dir: &Path, host: &str, events: u64) -> Result<R
             };
             std::fs::write(&rules, text).map_err(|e| format!("{}: {e}", rules.display()))?;
             let addr = free_addr()?;
-            cmd = Command::new(env!("CARGO_BIN_EXE_dockwarden"));
-            cmd.arg("run")
-                .arg("--rules")
-                .arg(&rules)
-                .arg("--listen")
-                .arg(addr.to_string())
-                .arg("--dry-run")
-                .arg("--state-dir")
-                .arg(dir.join("state"))
-                .env("RUST_LOG", "info")
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(log_file)
-                .stderr(log_err);
-            progress_kind = Some(Progress::Metrics(addr));
+            (sidecar::command(&rules, addr, dir, log_file)?, Some(addr))
         }
         Kind::Bollard => {
             let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-            cmd = Command::new(exe);
+            let mut cmd = Command::new(exe);
             cmd.env("PIPELINE_ROLE", "bollard")
                 .env("PIPELINE_EXPECT", events.to_string())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(log_file);
-            progress_kind = None;
+            (cmd, None)
         }
         Kind::Docker => {
             let config = dir.join("docker-config");
             std::fs::create_dir_all(&config).map_err(|e| e.to_string())?;
-            cmd = Command::new(b.docker.as_deref().ok_or("no docker CLI")?);
+            let mut cmd = Command::new(b.docker.as_deref().ok_or("no docker CLI")?);
             cmd.args(["events", "--format", "{{json .}}"])
                 // Its own empty config: no context or plugin of this machine.
                 .env("DOCKER_CONFIG", &config)
@@ -208,17 +193,17 @@ fn spawn(b: &Bench, kind: Kind, dir: &Path, host: &str, events: u64) -> Result<R
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(log_file);
-            progress_kind = None;
+            (cmd, None)
         }
-    }
+    };
     cmd.env("DOCKER_HOST", host)
         .env_remove("DOCKER_TLS_VERIFY")
         .env_remove("DOCKER_CERT_PATH");
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {kind:?}: {e}"))?;
-    let progress = match (progress_kind, kind) {
-        (Some(p), _) => p,
+    let progress = match (metrics, kind) {
+        (Some(addr), _) => Progress::Metrics(addr),
         (None, Kind::Bollard) => {
             let out = child.stdout.take().ok_or("no stdout")?;
             let (tx, rx) = mpsc::channel();
@@ -241,7 +226,7 @@ fn spawn(b: &Bench, kind: Kind, dir: &Path, host: &str, events: u64) -> Result<R
                     if n == 0 {
                         return;
                     }
-                    let nl = buf[..n].iter().filter(|b| **b == b'\n').count();
+                    let nl = memchr::memchr_iter(b'\n', &buf[..n]).count();
                     count.fetch_add(nl as u64, Ordering::Relaxed);
                 }
             });
@@ -428,148 +413,8 @@ pub fn stop_child(kind: Kind, child: &mut Child) {
     let _ = child.wait();
 }
 
-/// `rules/default.toml` as shipped, but with its audit log in the run's
-/// directory (the state directory is `--state-dir`).
-pub fn default_rules(audit: &Path) -> Result<String, String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/default.toml");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let shipped = "path = \"/var/log/dockwarden/audit.jsonl\"";
-    if !text.contains(shipped) {
-        return Err(format!("{} no longer has `{shipped}`", path.display()));
-    }
-    Ok(text.replacen(
-        shipped,
-        &format!("path = {:?}", audit.display().to_string()),
-        1,
-    ))
-}
-
-/// One rule on a key no event of the stream has.
-fn no_match_rules(audit: &Path) -> String {
-    format!(
-        "[audit]\npath = {:?}\n\n[[rule]]\nname = \"nothing\"\non = [\"plugin.enable\"]\nhandler = \"log\"\n",
-        audit.display().to_string()
-    )
-}
-
-pub fn free_addr() -> Result<SocketAddr, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
-/// dockwarden's `/metrics`: engine events read (every type but its own
-/// `dockwarden`, dropped ones included: they are counted when read), and
-/// events dropped.
-pub fn scrape(addr: SocketAddr) -> Result<(u64, u64), String> {
-    let body = http_get(addr, "/metrics").map_err(|e| format!("GET /metrics: {e}"))?;
-    let mut read = 0.0;
-    let mut dropped = 0.0;
-    for line in body.lines() {
-        let value = |l: &str| -> f64 {
-            l.rsplit_once(' ')
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0.0)
-        };
-        if line.starts_with("dockwarden_events_total{") && !line.contains("type=\"dockwarden\"") {
-            read += value(line);
-        } else if line.starts_with("dockwarden_events_dropped_total ") {
-            dropped = value(line);
-        }
-    }
-    Ok((read as u64, dropped as u64))
-}
-
-/// `GET path` over HTTP/1.0 → the body.
-pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(std::io::Error::other(
-            head.lines().next().unwrap_or("").to_owned(),
-        ));
-    }
-    Ok(body.to_owned())
-}
-
-fn parse_count(line: &str) -> Result<u64, String> {
-    line.strip_prefix("counted ")
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("the bollard loop printed {line:?}"))
-}
-
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// `PIPELINE_ROLE=bollard`: the bare loop. Counts events by `type.action`
-/// (the action before `: `) in a HashMap until `PIPELINE_EXPECT` events or
-/// the end of the stream, prints `counted N keys K errors E`, and waits for
-/// its stdin to close so that it is measured before it exits.
-pub fn bollard_role() {
-    use futures::StreamExt;
-    use std::fmt::Write as _;
-
-    let expect: u64 = std::env::var("PIPELINE_EXPECT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(u64::MAX);
-    // One thread: a loop that only reads needs no other, and a
-    // multi-threaded runtime would pay a cross-thread wake-up per chunk
-    // (measured: about 5× the CPU per event).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let (total, keys, errors) = rt.block_on(async {
-        let docker = bollard::Docker::connect_with_defaults()
-            .expect("DOCKER_HOST")
-            .negotiate_version()
-            .await
-            .expect("GET /version");
-        let mut events = docker.events(None::<bollard::query_parameters::EventsOptions>);
-        let mut counts: std::collections::HashMap<String, u64> = Default::default();
-        let mut key = String::new();
-        let (mut total, mut errors) = (0u64, 0u64);
-        while let Some(item) = events.next().await {
-            match item {
-                Ok(e) => {
-                    key.clear();
-                    if let Some(t) = e.typ {
-                        let _ = write!(key, "{t}");
-                    }
-                    key.push('.');
-                    let action = e.action.as_deref().unwrap_or_default();
-                    key.push_str(action.split_once(": ").map_or(action, |(a, _)| a));
-                    match counts.get_mut(key.as_str()) {
-                        Some(n) => *n += 1,
-                        None => {
-                            counts.insert(key.clone(), 1);
-                        }
-                    }
-                    total += 1;
-                    if total >= expect {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    errors += 1;
-                    eprintln!("bollard: {e}");
-                    break;
-                }
-            }
-        }
-        (total, counts.len(), errors)
-    });
-    println!("counted {total} keys {keys} errors {errors}");
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stdin().read(&mut [0u8; 1]);
-    drop(rt);
 }

@@ -5,13 +5,13 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::Bench;
-use super::consumer::{Kind, default_rules, free_addr, http_get, stop_child};
+use super::consumer::{Kind, stop_child};
 use super::procfs::{cpu_ticks, status_kb, wait_quiet};
+use super::sidecar::{self, default_rules, free_addr, http_get};
 
 pub struct Idle {
     pub secs: u64,
@@ -44,22 +44,8 @@ pub fn run(b: &Bench, secs: u64, lock: Option<PathBuf>) -> Result<Idle, String> 
         .map_err(|e| format!("{}: {e}", rules.display()))?;
     let log = dir.join("dockwarden.log");
     let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
     let addr = free_addr()?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dockwarden"))
-        .arg("run")
-        .arg("--rules")
-        .arg(&rules)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--dry-run")
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
+    let mut child = sidecar::command(&rules, addr, &dir, out)?
         .spawn()
         .map_err(|e| format!("cannot start dockwarden: {e}"))?;
     let pid = child.id();

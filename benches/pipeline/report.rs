@@ -32,8 +32,8 @@ fn si(x: f64) -> String {
     }
 }
 
-/// One markdown table of every run.
-pub fn table(rows: &[Measure]) -> String {
+/// One markdown table of every run, and the idle one.
+pub fn table(rows: &[Measure], idle: Option<&Idle>) -> String {
     let mut t = String::from(
         "| setup | events | events/s (wall) | CPU per 1M events | peak RSS | dropped | notes |\n|---|---|---|---|---|---|---|\n",
     );
@@ -75,6 +75,16 @@ pub fn table(rows: &[Measure]) -> String {
             mb(m.peak_rss_kb),
             dropped,
             notes.join("; ")
+        );
+    }
+    if let Some(i) = idle {
+        let _ = writeln!(
+            t,
+            "| dockwarden, rules/default.toml, --dry-run, idle against the real engine for {} s | — | — | {:.2} CPU-s in all | {:.1} MB now (peak {:.1} MB) | — | |",
+            i.secs,
+            i.cpu_secs,
+            mb(i.rss_kb),
+            mb(i.hwm_kb)
         );
     }
     t

@@ -20,7 +20,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +28,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use dockwarden::clock::{rfc3339_nanos, unix_nanos};
 
 use super::shapes::{API_VERSION, ENGINE_VERSION, Object, Shapes};
 
@@ -44,6 +46,26 @@ pub struct Plan {
     pub rate: Option<f64>,
     /// End the body after the last event (else hold it open, as dockerd does).
     pub close_after: bool,
+}
+
+impl Plan {
+    /// `events` as fast as the client reads them.
+    pub fn fast(events: u64) -> Plan {
+        Plan {
+            events,
+            rate: None,
+            close_after: false,
+        }
+    }
+
+    /// `rate` events/s for `secs` seconds.
+    pub fn paced(rate: f64, secs: f64) -> Plan {
+        Plan {
+            events: (rate * secs) as u64,
+            rate: Some(rate),
+            close_after: false,
+        }
+    }
 }
 
 /// What the server saw.
@@ -327,7 +349,7 @@ fn headers(status: &str, content_type: &str, ping: bool) -> Vec<u8> {
     }
     h.push_str(&format!(
         "Server: Docker/{ENGINE_VERSION} (linux)\r\nDate: {}\r\n",
-        http_date(SystemTime::now())
+        http_date()
     ));
     h.into_bytes()
 }
@@ -394,36 +416,24 @@ async fn events(mut stream: UnixStream, s: &Shared) -> io::Result<()> {
     Ok(())
 }
 
-fn unix_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
-/// `Mon, 23 Nov 2026 14:07:23 GMT`
-fn http_date(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+/// `Mon, 23 Nov 2026 14:07:23 GMT`, now.
+fn http_date() -> String {
     const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
+    let now = unix_nanos();
+    // `2026-11-23T14:07:23.000000000Z`
+    let rfc = rfc3339_nanos(now);
+    let part = |r: std::ops::Range<usize>| rfc.get(r).unwrap_or_default();
+    let month: usize = part(5..7).parse().unwrap_or(1);
+    let day = now.div_euclid(86_400_000_000_000);
     format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        WEEKDAYS[days.rem_euclid(7) as usize],
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
+        "{}, {} {} {} {} GMT",
+        WEEKDAYS[day.rem_euclid(7) as usize],
+        part(8..10),
+        MONTHS[month.clamp(1, 12) - 1],
+        part(0..4),
+        part(11..19)
     )
 }

@@ -21,7 +21,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use super::answers::version_json;
+use super::ids::{KIND_CONTAINER, KIND_EXEC, KIND_NETWORK, exec_key, id_decode, id64};
 
 /// Steps in one container's story.
 pub const STEPS: u64 = 20;
@@ -33,21 +36,16 @@ pub const API_VERSION: &str = "1.41";
 const PROJECTS: [&str; 5] = ["shop", "billing", "search", "auth", "media"];
 const SERVICES: [&str; 6] = ["web", "api", "worker", "db", "cache", "queue"];
 /// The health probe every container has (`CMD-SHELL`, run by `/bin/sh -c`).
-const PROBE: &str = "curl -fsS http://localhost:8080/health || exit 1";
+pub const PROBE: &str = "curl -fsS http://localhost:8080/health || exit 1";
 /// What a human runs in a container.
-const HUMAN: [&str; 3] = ["sh", "-c", "cat /etc/hostname"];
+pub const HUMAN: [&str; 3] = ["sh", "-c", "cat /etc/hostname"];
 
 /// Sentinels in a rendered template where per-event values go. Their
 /// widths are the widths of what replaces them, so the chunk size of an
 /// event is known from its template.
 const NANO_HOLE: &str = "9876501234987650123"; // 19 digits, as timeNano until 2286
 const SECS_HOLE: &str = "1234509876"; // 10 digits
-const EXEC_HOLE: &str = "exec_id_hole_exec_id_hole_exec_id_hole_exec_id_hole_exec_id_hole"; // 64
-
-/// What the IDs encode: the kind of object in the top bits.
-const KIND_CONTAINER: u64 = 0;
-const KIND_EXEC: u64 = 1;
-const KIND_NETWORK: u64 = 2;
+pub const EXEC_HOLE: &str = "exec_id_hole_exec_id_hole_exec_id_hole_exec_id_hole_exec_id_hole"; // 64
 
 #[derive(Clone, Copy)]
 enum Hole {
@@ -65,15 +63,16 @@ struct Template {
 }
 
 /// One pool slot: a container and everything about it.
-struct Slot {
-    id: String,
-    name: String,
-    project: &'static str,
-    service: &'static str,
-    number: u64,
-    image: String,
-    labels: BTreeMap<String, String>,
-    heal: bool,
+pub struct Slot {
+    pub id: String,
+    pub name: String,
+    pub project: &'static str,
+    pub service: &'static str,
+    pub number: u64,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    /// Labelled `dockwarden.heal=true`.
+    pub heal: bool,
 }
 
 /// The pool, its templates and its answers.
@@ -210,10 +209,6 @@ fn exec_of(step: u64) -> Option<u64> {
     }
 }
 
-fn exec_key(slot: u64, story: u64, nth: u64) -> u64 {
-    (KIND_EXEC << 60) | ((story & 0xf_ffff_ffff) << 24) | ((slot & 0xffff) << 8) | (nth & 0xff)
-}
-
 impl Slot {
     fn new(c: u64) -> Slot {
         let project = PROJECTS[(c % 5) as usize];
@@ -270,7 +265,8 @@ impl Slot {
         }
     }
 
-    fn network(&self) -> (String, String) {
+    /// Its compose project's network: ID and name.
+    pub fn network(&self) -> (String, String) {
         let i = PROJECTS
             .iter()
             .position(|p| *p == self.project)
@@ -358,142 +354,6 @@ impl Slot {
             }
         }
     }
-
-    /// `GET /exec/{id}/json` of the `nth` exec of a story (ID as a hole).
-    fn exec_inspect(&self, nth: u64) -> Value {
-        let (entrypoint, args, tty) = if nth == 1 {
-            (HUMAN[0], HUMAN[1..].to_vec(), true)
-        } else {
-            ("/bin/sh", vec!["-c", PROBE], false)
-        };
-        json!({
-            "ID": EXEC_HOLE,
-            "Running": false,
-            "ExitCode": if nth == 2 { 1 } else { 0 },
-            "ProcessConfig": {
-                "tty": tty,
-                "entrypoint": entrypoint,
-                "arguments": args,
-                "privileged": false,
-            },
-            "OpenStdin": tty,
-            "OpenStderr": true,
-            "OpenStdout": true,
-            "CanRemove": false,
-            "ContainerID": self.id,
-            "DetachKeys": "",
-            "Pid": 0,
-        })
-    }
-
-    /// One entry of `GET /containers/json`.
-    fn summary(&self) -> Value {
-        let (net_id, net_name) = self.network();
-        json!({
-            "Id": self.id,
-            "Names": [format!("/{}", self.name)],
-            "Image": self.image,
-            "ImageID": format!("sha256:{}", self.labels["com.docker.compose.image"].trim_start_matches("sha256:")),
-            "Command": "/docker-entrypoint.sh serve",
-            "Created": 1_700_000_000 + self.number,
-            "Ports": [],
-            "Labels": self.labels,
-            "State": "running",
-            "Status": "Up 2 hours (healthy)",
-            "HostConfig": {"NetworkMode": net_name},
-            "NetworkSettings": {"Networks": {net_name.clone(): {
-                "IPAMConfig": null, "Links": null, "Aliases": null,
-                "NetworkID": net_id, "EndpointID": "", "Gateway": "172.18.0.1",
-                "IPAddress": "172.18.0.2", "IPPrefixLen": 16, "IPv6Gateway": "",
-                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-                "MacAddress": "02:42:ac:12:00:02", "DriverOpts": null
-            }}},
-            "Mounts": [{"Type": "volume", "Name": format!("{}-data", self.name),
-                "Source": format!("/var/lib/docker/volumes/{}-data/_data", self.name),
-                "Destination": "/data", "Driver": "local", "Mode": "z", "RW": true,
-                "Propagation": ""}],
-        })
-    }
-
-    /// `GET /containers/{id}/json`, as 20.10 answers it (the parts any
-    /// client reads).
-    fn inspect(&self) -> Value {
-        let (net_id, net_name) = self.network();
-        // Healing containers leave restarts to dockwarden.
-        let policy = if self.heal { "no" } else { "unless-stopped" };
-        json!({
-            "Id": self.id,
-            "Created": "2026-11-23T10:00:00.123456789Z",
-            "Path": "/docker-entrypoint.sh",
-            "Args": ["serve"],
-            "State": {
-                "Status": "running", "Running": true, "Paused": false,
-                "Restarting": false, "OOMKilled": false, "Dead": false,
-                "Pid": 4242, "ExitCode": 0, "Error": "",
-                "StartedAt": "2026-11-23T10:00:01.5Z",
-                "FinishedAt": "0001-01-01T00:00:00Z",
-                "Health": {"Status": "healthy", "FailingStreak": 0, "Log": []}
-            },
-            "Image": self.labels["com.docker.compose.image"],
-            "ResolvConfPath": format!("/var/lib/docker/containers/{}/resolv.conf", self.id),
-            "HostnamePath": format!("/var/lib/docker/containers/{}/hostname", self.id),
-            "HostsPath": format!("/var/lib/docker/containers/{}/hosts", self.id),
-            "LogPath": format!("/var/lib/docker/containers/{0}/{0}-json.log", self.id),
-            "Name": format!("/{}", self.name),
-            "RestartCount": 0,
-            "Driver": "overlay2",
-            "Platform": "linux",
-            "MountLabel": "",
-            "ProcessLabel": "",
-            "AppArmorProfile": "docker-default",
-            "ExecIDs": null,
-            "HostConfig": {
-                "Binds": [format!("{}-data:/data:rw", self.name)],
-                "NetworkMode": net_name,
-                "RestartPolicy": {"Name": policy, "MaximumRetryCount": 0},
-                "AutoRemove": false,
-                "Memory": 268_435_456,
-                "MemorySwap": 536_870_912,
-                "Privileged": false,
-                "ReadonlyRootfs": false,
-                "LogConfig": {"Type": "json-file", "Config": {}}
-            },
-            "Mounts": [{"Type": "volume", "Name": format!("{}-data", self.name),
-                "Source": format!("/var/lib/docker/volumes/{}-data/_data", self.name),
-                "Destination": "/data", "Driver": "local", "Mode": "rw", "RW": true,
-                "Propagation": ""}],
-            "Config": {
-                "Hostname": &self.id[..12],
-                "Domainname": "",
-                "User": "",
-                "AttachStdin": false, "AttachStdout": false, "AttachStderr": false,
-                "ExposedPorts": {"8080/tcp": {}},
-                "Tty": false, "OpenStdin": false, "StdinOnce": false,
-                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                        format!("SERVICE={}", self.service)],
-                "Cmd": ["serve"],
-                "Healthcheck": {"Test": ["CMD-SHELL", PROBE], "Interval": 30_000_000_000u64},
-                "Image": self.image,
-                "Volumes": {"/data": {}},
-                "WorkingDir": "/app",
-                "Entrypoint": ["/docker-entrypoint.sh"],
-                "OnBuild": null,
-                "Labels": self.labels
-            },
-            "NetworkSettings": {
-                "Bridge": "", "SandboxID": &self.id[..], "HairpinMode": false,
-                "Ports": {"8080/tcp": null},
-                "Networks": {net_name.clone(): {
-                    "IPAMConfig": null, "Links": null,
-                    "Aliases": [self.service, &self.id[..12]],
-                    "NetworkID": net_id, "EndpointID": &self.id[..],
-                    "Gateway": "172.18.0.1", "IPAddress": "172.18.0.2",
-                    "IPPrefixLen": 16, "MacAddress": "02:42:ac:12:00:02",
-                    "DriverOpts": null
-                }}
-            }
-        })
-    }
 }
 
 /// `,"scope":"local","time":S,"timeNano":N}` with holes.
@@ -550,88 +410,4 @@ impl Template {
             len: json.len() + 1,
         }
     }
-}
-
-/// `GET /version` of Engine 20.10 on Linux.
-fn version_json() -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "Platform": {"Name": ""},
-        "Components": [
-            {"Name": "Engine", "Version": ENGINE_VERSION, "Details": {
-                "ApiVersion": API_VERSION, "Arch": "amd64",
-                "BuildTime": "2023-04-04T00:00:00.000000000+00:00", "Experimental": "false",
-                "GitCommit": "5d6db84", "GoVersion": "go1.19.8",
-                "KernelVersion": "6.1.0-18-amd64", "MinAPIVersion": "1.12", "Os": "linux"}},
-            {"Name": "containerd", "Version": "1.6.20", "Details": {"GitCommit": "1.6.20"}},
-            {"Name": "runc", "Version": "1.1.5", "Details": {"GitCommit": "1.1.5"}},
-            {"Name": "docker-init", "Version": "0.19.0", "Details": {"GitCommit": ""}}
-        ],
-        "Version": ENGINE_VERSION,
-        "ApiVersion": API_VERSION,
-        "MinAPIVersion": "1.12",
-        "GitCommit": "5d6db84",
-        "GoVersion": "go1.19.8",
-        "Os": "linux",
-        "Arch": "amd64",
-        "KernelVersion": "6.1.0-18-amd64",
-        "BuildTime": "2023-04-04T00:00:00.000000000+00:00"
-    }))
-    .expect("version encodes")
-}
-
-// IDs: 64 hex digits. The first 16 are an invertible mix of a key (so an ID
-// decodes back to its slot, story and step), the rest more mixing.
-
-const C1: u64 = 0xbf58_476d_1ce4_e5b9;
-const C2: u64 = 0x94d0_49bb_1331_11eb;
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(C1);
-    z = (z ^ (z >> 27)).wrapping_mul(C2);
-    z ^ (z >> 31)
-}
-
-const fn inverse(a: u64) -> u64 {
-    // Newton's iteration for the inverse of an odd number modulo 2^64.
-    let mut x = a;
-    let mut i = 0;
-    while i < 6 {
-        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
-        i += 1;
-    }
-    x
-}
-
-fn unxorshift(y: u64, s: u32) -> u64 {
-    let mut x = y;
-    for _ in 0..64 / s + 1 {
-        x = y ^ (x >> s);
-    }
-    x
-}
-
-fn unmix(mut z: u64) -> u64 {
-    z = unxorshift(z, 31);
-    z = unxorshift(z.wrapping_mul(inverse(C2)), 27);
-    unxorshift(z.wrapping_mul(inverse(C1)), 30)
-}
-
-fn id64(key: u64) -> [u8; 64] {
-    let mut w = mix(key);
-    let mut out = [0u8; 64];
-    for chunk in out.chunks_mut(16) {
-        for (j, b) in chunk.iter_mut().enumerate() {
-            *b = b"0123456789abcdef"[((w >> (60 - 4 * j)) & 0xf) as usize];
-        }
-        w = mix(w ^ 0x9e37_79b9_7f4a_7c15);
-    }
-    out
-}
-
-fn id_decode(id: &str) -> Option<u64> {
-    if id.len() != 64 {
-        return None;
-    }
-    let key = unmix(u64::from_str_radix(id.get(..16)?, 16).ok()?);
-    (id64(key) == id.as_bytes()).then_some(key)
 }
