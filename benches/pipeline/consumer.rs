@@ -296,7 +296,9 @@ fn measure(
         let all = if finished { written } else { plan.events };
         let (counted, done) = match &r.progress {
             Progress::Metrics(addr) => {
-                let (read, dropped) = scrape(*addr)?;
+                // A scrape that fails once (a loaded machine) is tried again;
+                // one that keeps failing ends as a stall.
+                let (read, dropped) = scrape(*addr).unwrap_or((m.counted, m.dropped));
                 m.dropped = dropped;
                 (read, read >= all)
             }

@@ -80,6 +80,8 @@ pub struct Stats {
     pub max_stall: Duration,
     /// `/events` requests after the first, without `until` (reconnects).
     pub reconnects: u64,
+    /// Connections accepted.
+    pub connections: u64,
     /// Requests by method and route.
     pub requests: BTreeMap<String, u64>,
 }
@@ -130,6 +132,7 @@ impl Server {
                     c = listener.accept() => c,
                 };
                 let Ok((stream, _)) = conn else { continue };
+                s.stats().connections += 1;
                 let s = s.clone();
                 tokio::spawn(async move {
                     tokio::select! {
