@@ -38,7 +38,7 @@
 //! targets of issue 15 §3 as PASS/FAIL lines (SKIP for those not measured);
 //! exits 1 if one it measured fails.
 //!
-//!     cargo bench --bench pipeline                      # about 1.5 minutes
+//!     cargo bench --bench pipeline                      # about a minute
 //!     PIPELINE_EVENTS=1000000 PIPELINE_ROUNDS=3 cargo bench --bench pipeline
 //!     PIPELINE_FLAT=1 cargo bench --bench pipeline      # + 10 M events (long)
 //!     PIPELINE_IDLE_SECS=600 PIPELINE_ENGINE_LOCK=FILE \
