@@ -27,12 +27,15 @@ const TARGET_PER_SEC: f64 = 500_000.0;
 fn thread_cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
     // Fields after the parenthesised command: utime is the 14th field, stime the 15th.
+    // The state (field 3) is a letter: skip it, not filter it, so the
+    // positions stay those of proc(5).
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<f64> = after
         .split_whitespace()
-        .filter_map(|x| x.parse().ok())
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0.0))
         .collect();
-    let ticks = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+    let ticks = f.get(10).copied().unwrap_or(0.0) + f.get(11).copied().unwrap_or(0.0);
     ticks / 100.0
 }
 

@@ -31,7 +31,9 @@ impl Slot {
             "CanRemove": false,
             "ContainerID": self.id,
             "DetachKeys": "",
-            "Pid": 0,
+            // The engine keeps a started exec's pid after it exits; 0 means
+            // it never started (which dockwarden then polls for its end).
+            "Pid": 4300 + nth,
         })
     }
 
