@@ -218,33 +218,22 @@ async fn act(
                 })
         }
         Kind::Recreate => {
-            let aside = recreate::aside_name(&facts.name, &facts.id);
-            let info = docker
-                .inspect_container(&facts.id, None)
-                .await
-                .map_err(|e| HandlerError::engine(Call::ContainerInspect, "inspect", e))?;
-            healer.mark_own(&[&facts.name, &aside], stop_timeout);
-            let result = recreate::recreate(docker, &info, stop_timeout as i32).await;
-            // The old container's aside name is gone for good either way.
-            healer.book().remove(&aside);
-            match result {
-                Ok(new_id) => Ok(Some((
-                    format!(
-                        "Recreated {}: new container {}.",
-                        facts.name,
-                        new_id.get(..12).unwrap_or(&new_id)
-                    ),
-                    Some(dependents::Healed {
-                        name: facts.name.clone(),
-                        old_id: facts.id.clone(),
-                        new_id: Some(new_id),
-                    }),
-                ))),
-                Err(e) => {
-                    healer.clear_own(&facts.name);
-                    Err(e.into())
-                }
-            }
+            let (text, new_id) = recreate_as(
+                docker,
+                healer,
+                (&facts.name, &facts.id),
+                stop_timeout,
+                |_| {},
+            )
+            .await?;
+            Ok(Some((
+                text,
+                Some(dependents::Healed {
+                    name: facts.name.clone(),
+                    old_id: facts.id.clone(),
+                    new_id: Some(new_id),
+                }),
+            )))
         }
         Kind::RaiseMemory { factor, max_bytes } => {
             // The limit may have changed since the event: read it again.
@@ -291,16 +280,17 @@ async fn act(
     }
 }
 
-async fn restart(
+/// Restarts container `id` (named `name`), its events marked as ours.
+pub(super) async fn restart_container(
     docker: &Docker,
     healer: &Healer,
-    facts: &Facts,
+    (name, id): (&str, &str),
     stop_timeout: u32,
 ) -> Result<(), HandlerError> {
-    healer.mark_own(&[&facts.name], stop_timeout);
+    healer.mark_own(&[name], stop_timeout);
     let restarted = docker
         .restart_container(
-            &facts.id,
+            id,
             Some(RestartContainerOptions {
                 t: Some(stop_timeout as i32),
                 signal: None,
@@ -308,7 +298,50 @@ async fn restart(
         )
         .await;
     restarted.map_err(|e| {
-        healer.clear_own(&facts.name);
+        healer.clear_own(name);
         HandlerError::engine(Call::ContainerRestart, "restart", e)
     })
+}
+
+async fn restart(
+    docker: &Docker,
+    healer: &Healer,
+    facts: &Facts,
+    stop_timeout: u32,
+) -> Result<(), HandlerError> {
+    restart_container(docker, healer, (&facts.name, &facts.id), stop_timeout).await
+}
+
+/// Recreates container `id` (named `name`) from its inspect, changed by
+/// `adjust` first, its events marked as ours; the log text and the new ID.
+pub(super) async fn recreate_as(
+    docker: &Docker,
+    healer: &Healer,
+    (name, id): (&str, &str),
+    stop_timeout: u32,
+    adjust: impl FnOnce(&mut bollard::models::ContainerInspectResponse),
+) -> Result<(String, String), HandlerError> {
+    let aside = recreate::aside_name(name, id);
+    let mut info = docker
+        .inspect_container(id, None)
+        .await
+        .map_err(|e| HandlerError::engine(Call::ContainerInspect, "inspect", e))?;
+    adjust(&mut info);
+    healer.mark_own(&[name, &aside], stop_timeout);
+    let result = recreate::recreate(docker, &info, stop_timeout as i32).await;
+    // The old container's aside name is gone for good either way.
+    healer.book().remove(&aside);
+    match result {
+        Ok(new_id) => Ok((
+            format!(
+                "Recreated {name}: new container {}.",
+                new_id.get(..12).unwrap_or(&new_id)
+            ),
+            new_id,
+        )),
+        Err(e) => {
+            healer.clear_own(name);
+            Err(e.into())
+        }
+    }
 }

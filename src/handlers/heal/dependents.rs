@@ -21,12 +21,12 @@ use std::sync::Arc;
 
 use bollard::Docker;
 use bollard::models::ContainerSummary;
-use bollard::query_parameters::{ListContainersOptions, RestartContainerOptions};
+use bollard::query_parameters::ListContainersOptions;
 use tracing::{info, warn};
 
+use super::action;
 use super::book::Healer;
 use super::labels::{DEPENDS_ON, Overrides, depends_on};
-use super::recreate;
 use crate::containers::{Containers, plain_name};
 use crate::docker::calls::Call;
 use crate::event::Event;
@@ -310,23 +310,8 @@ impl Cascade<'_> {
         c: &Running,
         stop_timeout: u32,
     ) -> Result<(String, Option<String>), HandlerError> {
-        self.healer.mark_own(&[&c.name], stop_timeout);
-        let restarted = docker
-            .restart_container(
-                &c.id,
-                Some(RestartContainerOptions {
-                    t: Some(stop_timeout as i32),
-                    signal: None,
-                }),
-            )
-            .await;
-        match restarted {
-            Ok(()) => Ok((format!("Restarted {}.", c.name), None)),
-            Err(e) => {
-                self.healer.clear_own(&c.name);
-                Err(HandlerError::engine(Call::ContainerRestart, "restart", e))
-            }
-        }
+        action::restart_container(docker, self.healer, (&c.name, &c.id), stop_timeout).await?;
+        Ok((format!("Restarted {}.", c.name), None))
     }
 
     /// Recreates `c` with `network_mode: container:<x>`.
@@ -337,34 +322,20 @@ impl Cascade<'_> {
         x: &str,
         stop_timeout: u32,
     ) -> Result<(String, Option<String>), HandlerError> {
-        let mut info = docker
-            .inspect_container(&c.id, None)
-            .await
-            .map_err(|e| HandlerError::engine(Call::ContainerInspect, "inspect", e))?;
-        if let Some(host) = info.host_config.as_mut() {
-            host.network_mode = Some(format!("container:{x}"));
-        }
-        let aside = recreate::aside_name(&c.name, &c.id);
-        self.healer.mark_own(&[&c.name, &aside], stop_timeout);
-        let result = recreate::recreate(docker, &info, stop_timeout as i32).await;
-        self.healer.book().remove(&aside);
-        match result {
-            Ok(new_id) => {
-                info!(container = %c.name, namespace_of = %x, "Recreated into the new namespace.");
-                Ok((
-                    format!(
-                        "Recreated {}: new container {}.",
-                        c.name,
-                        new_id.get(..12).unwrap_or(&new_id)
-                    ),
-                    Some(new_id),
-                ))
-            }
-            Err(e) => {
-                self.healer.clear_own(&c.name);
-                Err(e.into())
-            }
-        }
+        let (text, new_id) = action::recreate_as(
+            docker,
+            self.healer,
+            (&c.name, &c.id),
+            stop_timeout,
+            |info| {
+                if let Some(host) = info.host_config.as_mut() {
+                    host.network_mode = Some(format!("container:{x}"));
+                }
+            },
+        )
+        .await?;
+        info!(container = %c.name, namespace_of = %x, "Recreated into the new namespace.");
+        Ok((text, Some(new_id)))
     }
 }
 
