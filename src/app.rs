@@ -133,7 +133,15 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     .spawn();
 
     // The one container view: handlers keep it current, the API reads it.
-    let containers: Arc<crate::containers::Containers> = Arc::default();
+    // With the status API off nobody reads the lifecycles and event ring
+    // (nothing is recorded), and the view inspects only what rules need.
+    let api_on = api_token.is_some();
+    let containers = Arc::new(if api_on {
+        crate::containers::Containers::serving_api()
+    } else {
+        crate::containers::Containers::default()
+    });
+    containers.keep_all(config.rules.needs_view);
     let history = Arc::new(crate::history::History::new(crate::history::Limits {
         per_container: config.api.history_per_container,
         keep: std::time::Duration::from_secs(config.api.history_keep_secs),
@@ -224,7 +232,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
             queue: queue_tx.clone(),
             metrics: metrics.clone(),
             containers: ctx.containers.clone(),
-            history: Some(history.clone()),
+            history: api_on.then(|| history.clone()),
             own: own.clone(),
             shutdown: shutdown.clone(),
         },
@@ -235,7 +243,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         metrics.clone(),
         shutdown.clone(),
     ));
-    let dispatcher = Dispatcher::new(
+    let mut dispatcher = Dispatcher::new(
         queue_rx,
         rules_rx,
         ctx,
@@ -243,8 +251,10 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         config.dispatch.queue_capacity,
         handlers.clone(),
         progress.clone(),
-    )
-    .recording(history.clone());
+    );
+    if api_on {
+        dispatcher = dispatcher.recording(history.clone());
+    }
     let source = Source::new(Wiring {
         endpoint,
         queue: queue_tx,

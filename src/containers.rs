@@ -19,6 +19,7 @@
 //! and ask the engine when they need the state *now*.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bollard::Docker;
@@ -204,9 +205,50 @@ struct Entry {
 #[derive(Default)]
 pub struct Containers {
     entries: Mutex<HashMap<String, Entry>>,
+    /// Inspect every container the stream shows (on create, and on first
+    /// sight), not only those a handler asks for: some rule in force reads
+    /// the view, or the status API serves it.
+    keep_all: AtomicBool,
+    /// The status API is on: its answers show the engine's state as of the
+    /// last start (restart count, start time), so every start inspects
+    /// again. Without it, a start of a known container updates the state
+    /// from the event alone: what handlers read (name, labels, restart
+    /// policy, probe) does not change when a container starts.
+    exact: AtomicBool,
 }
 
 impl Containers {
+    /// A view that the status API serves: it keeps every container, and
+    /// inspects again on each start.
+    pub fn serving_api() -> Containers {
+        let view = Containers::default();
+        view.keep_all.store(true, Ordering::Relaxed);
+        view.exact.store(true, Ordering::Relaxed);
+        view
+    }
+
+    /// Whether some rule in force reads the view (the dispatcher says so
+    /// for every batch: a reload can change it). The status API keeps it on.
+    pub fn keep_all(&self, needed: bool) {
+        let on = needed || self.exact.load(Ordering::Relaxed);
+        self.keep_all.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether every container is inspected, or only those asked for.
+    pub fn keeps_all(&self) -> bool {
+        self.keep_all.load(Ordering::Relaxed)
+    }
+
+    /// Whether `event` needs an inspect to keep the view current.
+    fn needs_inspect(&self, event: &Event) -> bool {
+        if !self.keeps_all() {
+            return false;
+        }
+        event.action.as_ref() != "start"
+            || self.exact.load(Ordering::Relaxed)
+            || self.get(&event.actor_id).is_none()
+    }
+
     /// The cached view of container `id`, if it was inspected.
     pub fn get(&self, id: &str) -> Option<Arc<Container>> {
         lock(&self.entries)
@@ -343,7 +385,9 @@ impl Containers {
             // New, or its configuration or state may have changed (a
             // docker update, a rename, a recreate by someone else, a
             // pause): inspect again.
-            "create" | "start" | "update" | "rename" | "pause" | "unpause" => {
+            "create" | "start" | "update" | "rename" | "pause" | "unpause"
+                if self.needs_inspect(event) =>
+            {
                 let Ok(docker) = docker.get() else { return };
                 let this = self.clone();
                 let id = id.to_owned();
@@ -365,6 +409,21 @@ impl Containers {
         let forgeable = entry.container.as_ref().map(|c| c.forgeable);
         let time_nano = event.time_nano;
         match &*event.action {
+            // Known, and not inspected again (see `exact`): what the
+            // engine's state now says, from the event.
+            "start" if !self.exact.load(Ordering::Relaxed) => {
+                let probe = entry.container.as_ref().is_some_and(|c| c.probe.is_some());
+                with_state(entry, |s| {
+                    s.status = "running";
+                    s.running = true;
+                    s.exit_code = 0;
+                    s.oom_killed = false;
+                    if probe {
+                        s.health = "starting";
+                    }
+                    s.started_at = crate::clock::rfc3339_nanos(time_nano);
+                });
+            }
             "die" => {
                 let exit_code = event
                     .exit_code()
@@ -423,10 +482,9 @@ impl Containers {
 /// Replaces the cached view's state with `change` applied to a copy (the
 /// view is shared immutably with handlers that hold it).
 fn with_state(entry: &mut Entry, change: impl FnOnce(&mut State)) {
-    if let Some(c) = &entry.container {
-        let mut copy = (**c).clone();
-        change(&mut copy.state);
-        entry.container = Some(Arc::new(copy));
+    // A copy only while a handler still holds the previous one.
+    if let Some(c) = &mut entry.container {
+        change(&mut Arc::make_mut(c).state);
     }
 }
 

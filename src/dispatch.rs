@@ -229,6 +229,7 @@ impl Dispatcher {
             // The rules in force for this batch: a reload lands between
             // two batches, so between two events.
             let rules = self.rules.borrow().clone();
+            self.lanes.ctx.containers.keep_all(rules.needs_view);
             // In stream order, before any handler: the API's lifecycles
             // and event ring.
             if let Some(history) = &self.history {
@@ -238,8 +239,12 @@ impl Dispatcher {
                 let seq = (!event.synthetic).then(|| self.progress.begin(&event));
                 let matched: Vec<Arc<Rule>> = rules.matching(&event).cloned().collect();
                 let observers = rules.observed(&event).then(|| rules.clone());
-                let view = Containers::wants(&event);
-                if matched.is_empty() && observers.is_none() && !view {
+                // Nothing matched, nothing observes it, and the view (if it
+                // wants it at all) can take it here: no task.
+                if matched.is_empty()
+                    && observers.is_none()
+                    && (!Containers::wants(&event) || self.lanes.observe_if_idle(&event))
+                {
                     if let Some(lag) = lag(&event) {
                         metrics.event_handled(lag);
                     }
@@ -279,6 +284,19 @@ impl Dispatcher {
 }
 
 impl Lanes {
+    /// Keeps the container view current with `event` right here, if its
+    /// container's lane is idle (so its order is kept): returns whether it
+    /// did. Only the dispatcher starts lanes, so an idle lane stays idle
+    /// meanwhile.
+    fn observe_if_idle(&self, event: &Event) -> bool {
+        if lock(&self.queues).contains_key(event.ordering_key()) {
+            return false;
+        }
+        let ctx = &self.ctx;
+        ctx.containers.observe(event, &ctx.docker, &ctx.tasks);
+        true
+    }
+
     fn submit(self: &Arc<Self>, work: Work) {
         let key = work.event.ordering_key().to_owned();
         {
@@ -423,6 +441,7 @@ mod tests {
         let rules = Arc::new(Ruleset {
             rules: vec![Arc::new(rule)],
             observers: Vec::new(),
+            needs_view: true,
         });
         let (_rules_tx, rules_rx) = watch::channel(rules);
         let metrics = Arc::new(Metrics::new());

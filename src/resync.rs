@@ -210,6 +210,11 @@ pub async fn fill_view_at_start(
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) {
+    if !containers.keeps_all() {
+        // No rule reads the view and the status API is off: handlers
+        // that come with a reload inspect what they need.
+        return;
+    }
     let mut retry_in = std::time::Duration::from_secs(1);
     loop {
         let client = loop {

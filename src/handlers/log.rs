@@ -26,6 +26,10 @@ impl Factory for LogFactory {
         true
     }
 
+    fn reads_view(&self) -> bool {
+        false
+    }
+
     fn build(&self, rule: &RuleSpec, with: &mut Table<'_, '_>) -> Arc<dyn Handler> {
         let level = match with.choice(
             "level",

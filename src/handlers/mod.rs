@@ -297,6 +297,14 @@ pub trait Factory: Send + Sync + 'static {
     fn observer(&self) -> Option<Arc<dyn Observer>> {
         None
     }
+
+    /// Whether the handler reads the container view ([`Ctx::container`],
+    /// [`Ctx::containers`]). With no such rule in force (and the status API
+    /// off) the view inspects nothing on its own: no engine call that no
+    /// rule needs.
+    fn reads_view(&self) -> bool {
+        true
+    }
 }
 
 /// Handler factories by name, and the observers of their families.
@@ -367,6 +375,12 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Option<&dyn Factory> {
         self.factories.get(name).map(|f| f.as_ref())
+    }
+
+    /// Whether any handler named in `used` reads the container view.
+    pub fn reads_view<'a>(&self, used: impl IntoIterator<Item = &'a str>) -> bool {
+        used.into_iter()
+            .any(|name| self.factories.get(name).is_some_and(|f| f.reads_view()))
     }
 
     /// Registered names, sorted.

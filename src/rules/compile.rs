@@ -73,6 +73,7 @@ pub(super) fn compile(
     top.finish();
 
     let observers = registry.observers_for(rules.iter().map(|r| r.handler_name));
+    let needs_view = registry.reads_view(rules.iter().map(|r| r.handler_name));
     Some(Config {
         server: server_config,
         source: source_config,
@@ -82,7 +83,11 @@ pub(super) fn compile(
         api: api_config,
         notify: notify_config,
         engine: engine_config,
-        rules: Arc::new(Ruleset { rules, observers }),
+        rules: Arc::new(Ruleset {
+            rules,
+            observers,
+            needs_view,
+        }),
     })
 }
 

@@ -58,6 +58,9 @@ pub struct Ruleset {
     pub rules: Vec<Arc<Rule>>,
     /// The observers of the handler families in use, each once.
     pub observers: Vec<Arc<dyn Observer>>,
+    /// Whether a rule's handler reads the container view, which then keeps
+    /// every container inspected ([`crate::containers::Containers::keep_all`]).
+    pub needs_view: bool,
 }
 
 /// One `[[rule]]`.

@@ -340,6 +340,21 @@ impl ExecAudit {
             self.write_end(ctx, open, event.time_nano, exec.exit_code);
             return Outcome::Ok;
         }
+        // The engine's own exec_die for an exec we saw start: neither its
+        // `execID` nor its `exitCode` can have come from a label, so the
+        // event says all the inspect would (the exec has ended, and how).
+        let attrs_trusted = container
+            .as_ref()
+            .is_some_and(|c| !c.forgeable.exec_id && !c.forgeable.exit_code);
+        if attrs_trusted
+            && let (Some(id), [key]) = (&claimed, keys.as_slice())
+            && id == key
+            && let Some(code) = event.exit_code()
+            && let Some(open) = lock(&self.state.open).remove(key)
+        {
+            self.write_end(ctx, open, event.time_nano, Some(code));
+            return Outcome::Ok;
+        }
         let mut ended = 0;
         for key in keys {
             let Ok(exec) = inspect_exec(docker, &ctx.metrics, &key).await else {

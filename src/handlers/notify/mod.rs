@@ -35,6 +35,10 @@ impl Factory for NotifyFactory {
         true
     }
 
+    fn reads_view(&self) -> bool {
+        false
+    }
+
     fn build(&self, rule: &RuleSpec, with: &mut Table<'_, '_>) -> Arc<dyn Handler> {
         let mut targets = Vec::new();
         match with.strings("target") {
