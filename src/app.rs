@@ -64,6 +64,8 @@ pub enum AppError {
     Token { path: String, why: String },
     #[error("the {task} ended unexpectedly")]
     TaskDied { task: &'static str },
+    #[error("cannot start the event stream reader's runtime: {source}")]
+    Runtime { source: std::io::Error },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -268,7 +270,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         own: own.clone(),
         lost_after: Duration::from_secs(config.source.lost_after_secs),
     });
-    let mut source = tokio::spawn(source.run());
+    let mut source = spawn_reader(source)?;
     let mut dispatcher = tokio::spawn(dispatcher.run());
     emit_unattached(
         &Started {
@@ -345,6 +347,22 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     info!("dockwarden stopped.");
     Ok(())
+}
+
+/// The stream reader on a thread of its own, driven by a runtime of its
+/// own: however busy handlers are, nothing they do can delay a read (the
+/// engine drops a subscriber that stalls for 100 ms), and reading wakes the
+/// dispatcher once per batch, not once per event. Its handle says whether
+/// it panicked, as a task's would.
+fn spawn_reader(source: Source) -> Result<tokio::task::JoinHandle<()>, AppError> {
+    let reader = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("event-reader")
+        .build()
+        .map_err(|source| AppError::Runtime { source })?;
+    Ok(tokio::task::spawn_blocking(move || {
+        reader.block_on(source.run())
+    }))
 }
 
 /// Reads a bearer token from `path` (trimmed; at least 16 characters).
