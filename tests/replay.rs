@@ -247,6 +247,74 @@ fn exec_health_and_network_decisions() {
     );
 }
 
+/// Heal, exec audit and a notify rule on their own events.
+const NOTIFY_RULES: &str = r#"
+[notify.targets.ops]
+kind = "webhook"
+url = "http://127.0.0.1:9/never-called"
+
+[[rule]]
+name = "heal-crashes"
+on = ["container.die"]
+handler = "restart"
+[rule.match]
+labels = { "dockwarden.heal" = "true" }
+
+[[rule]]
+name = "audit-exec"
+on = ["container.exec_start", "container.exec_die"]
+handler = "exec_audit"
+
+[[rule]]
+name = "tell-ops"
+on = ["dockwarden.breaker_open", "dockwarden.exec"]
+handler = "notify"
+[rule.match]
+severity = ["high", "critical"]
+[rule.with]
+target = "ops"
+"#;
+
+#[test]
+fn notifications_are_decisions_never_sent() {
+    let dir = common::process::fresh_temp_dir("replay-notify");
+    let rules = dir.join("rules.toml");
+    std::fs::write(&rules, NOTIFY_RULES).expect("write rules");
+    let (a, b) = (manifest(CRASHLOOP), manifest(EXEC));
+    let out = replay(&[
+        "--json",
+        "--rules",
+        rules.to_str().expect("utf-8"),
+        a.to_str().expect("utf-8"),
+        b.to_str().expect("utf-8"),
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let told = texts(&r, "notify");
+    assert_eq!(
+        told.first().map(String::as_str),
+        Some(format!("would notify ops: [dry run] gave up on {CRASHY}").as_str()),
+        "{told:#?}"
+    );
+    assert!(
+        told.contains(&format!("would notify ops: shell in {DB} as root")),
+        "{told:#?}"
+    );
+    let first = &r["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .find(|d| d["handler"] == "notify")
+        .expect("a notify decision")["details"];
+    assert_eq!(first["target"], "ops");
+    assert_eq!(r["rules"][2]["keys"]["dockwarden.breaker_open"], 1);
+}
+
 #[test]
 fn text_agrees_with_json() {
     let rules = default_rules();

@@ -238,3 +238,66 @@ impl Replayer {
         self.report
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = r#"
+[[rule]]
+name = "heal"
+on = "container.die"
+handler = "restart"
+[rule.match]
+labels = { "dockwarden.heal" = "true" }
+[rule.with]
+reset_after_secs = 30
+"#;
+
+    fn event(action: &str, exit: Option<&str>, secs: i64) -> Event {
+        let mut pairs = vec![("dockwarden.heal", "true"), ("name", "web")];
+        if let Some(code) = exit {
+            pairs.push(("exitCode", code));
+        }
+        let attrs = pairs.into_iter().collect();
+        Event::new(
+            "container",
+            action,
+            "c1".into(),
+            attrs,
+            secs * 1_000_000_000,
+        )
+    }
+
+    /// Up 96 s of recorded time before its third crash: `reset_after`
+    /// (30 s) has passed on the events' clock, whatever the wall clock did.
+    #[tokio::test]
+    async fn backoff_resets_on_the_events_clock() {
+        let registry = Registry::offline();
+        let config = Config::load_str("rules.toml", RULES, &registry).expect("valid rules");
+        let mut r = Replayer::new(&config, &registry, RULES);
+        for (action, exit, t) in [
+            ("start", None, 0),
+            ("die", Some("3"), 1),
+            ("start", None, 2),
+            ("die", Some("3"), 3),
+            ("start", None, 4),
+            ("die", Some("3"), 100),
+        ] {
+            r.feed(event(action, exit, t)).await;
+        }
+        let report = r.finish();
+        let texts: Vec<&str> = report.decisions.iter().map(|d| d.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "would restart web: exit 3, attempt 1, backoff 1s",
+                "would restart web: exit 3, attempt 2, backoff 2s",
+                "would restart web: exit 3, attempt 1, backoff 1s",
+            ]
+        );
+        let offsets: Vec<i64> = report.decisions.iter().map(|d| d.offset_ms).collect();
+        assert_eq!(offsets, [1000, 3000, 100_000]);
+        assert_eq!(report.rules[0].matched, 3);
+    }
+}
