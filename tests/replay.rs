@@ -328,22 +328,45 @@ fn text_agrees_with_json() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let r = report(&[&file]);
-    // Every decision's line, in order, under its handler.
-    let mut from = 0;
-    for d in r["decisions"].as_array().expect("decisions") {
-        if d["handler"] != "restart" {
-            continue;
+    // Every decision's line, in order, under its handler's heading, and
+    // nothing else.
+    let decisions = r["decisions"].as_array().expect("decisions");
+    let mut handlers: Vec<&str> = Vec::new();
+    for d in decisions {
+        let h = d["handler"].as_str().unwrap_or("");
+        if !handlers.contains(&h) {
+            handlers.push(h);
         }
-        let needle = format!(
-            "{} [{}]",
-            d["text"].as_str().unwrap_or(""),
-            d["rule"].as_str().unwrap_or("")
-        );
-        let at = text[from..]
-            .find(&needle)
-            .unwrap_or_else(|| panic!("{needle:?} missing or out of order in:\n{text}"));
-        from += at + needle.len();
     }
+    let mut want: Vec<String> = vec!["Decisions:".to_owned()];
+    for h in handlers {
+        let mine: Vec<&Value> = decisions.iter().filter(|d| d["handler"] == h).collect();
+        want.push(format!("  {h} ({}):", mine.len()));
+        for d in mine {
+            let ms = d["offset_ms"].as_i64().unwrap_or(-1);
+            let mut line = format!(
+                "    +{}.{:03}s {} [{}]",
+                ms / 1000,
+                ms % 1000,
+                d["text"].as_str().unwrap_or(""),
+                d["rule"].as_str().unwrap_or("")
+            );
+            let unverified: Vec<&str> = d["unverified"]
+                .as_array()
+                .map(|u| u.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if !unverified.is_empty() {
+                line.push_str(&format!(" (unverified: {})", unverified.join(", ")));
+            }
+            want.push(line);
+        }
+    }
+    let got: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "Decisions:")
+        .take_while(|l| !l.starts_with("Totals:"))
+        .collect();
+    assert_eq!(got, want);
     assert!(
         text.contains("  heal-crashes (restart): 7 matched: container.die 7"),
         "{text}"

@@ -252,7 +252,19 @@ handler = "restart"
 labels = { "dockwarden.heal" = "true" }
 [rule.with]
 reset_after_secs = 30
+[[rule]]
+name = "more-memory"
+on = "container.oom"
+handler = "raise_memory"
+[rule.with]
+max_bytes = 1073741824
 "#;
+
+    fn replayer() -> Replayer {
+        let registry = Registry::offline();
+        let config = Config::load_str("rules.toml", RULES, &registry).expect("valid rules");
+        Replayer::new(&config, &registry, RULES)
+    }
 
     fn event(action: &str, exit: Option<&str>, secs: i64) -> Event {
         let mut pairs = vec![("dockwarden.heal", "true"), ("name", "web")];
@@ -273,9 +285,7 @@ reset_after_secs = 30
     /// (30 s) has passed on the events' clock, whatever the wall clock did.
     #[tokio::test]
     async fn backoff_resets_on_the_events_clock() {
-        let registry = Registry::offline();
-        let config = Config::load_str("rules.toml", RULES, &registry).expect("valid rules");
-        let mut r = Replayer::new(&config, &registry, RULES);
+        let mut r = replayer();
         for (action, exit, t) in [
             ("start", None, 0),
             ("die", Some("3"), 1),
@@ -299,5 +309,39 @@ reset_after_secs = 30
         let offsets: Vec<i64> = report.decisions.iter().map(|d| d.offset_ms).collect();
         assert_eq!(offsets, [1000, 3000, 100_000]);
         assert_eq!(report.rules[0].matched, 3);
+    }
+
+    /// An OOM kill of a container first seen then: decided as if it had a
+    /// limit to raise, and the facts no event carries are named.
+    #[tokio::test]
+    async fn an_oom_of_a_container_never_seen_started_is_decided_and_flagged() {
+        let mut r = replayer();
+        r.feed(event("oom", None, 10)).await;
+        r.feed(event("die", Some("137"), 11)).await;
+        let report = r.finish();
+        let got: Vec<(&str, &str)> = report
+            .decisions
+            .iter()
+            .map(|d| (d.handler.as_str(), d.text.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "raise_memory",
+                    "would raise memory web: OOM kill, attempt 1, backoff 1s"
+                ),
+                // The oom seen since its start makes the die an OOM kill.
+                (
+                    "restart",
+                    "would restart web: OOM kill, attempt 2, backoff 2s"
+                ),
+            ]
+        );
+        let first = &report.decisions[0].unverified;
+        for fact in ["restart policy", "running state", "memory limit"] {
+            assert!(first.iter().any(|u| u.contains(fact)), "{fact}: {first:?}");
+        }
+        assert_eq!(report.decisions[1].details["failure"], "OOM kill");
     }
 }
