@@ -15,8 +15,10 @@
 //!   health-checked container turning unhealthy, a network created,
 //!   connected, disconnected and removed, then both containers `rm -f`'d.
 //!
-//! `live_recording_round_trips` records a short stream now and replays it,
-//! so the recorder itself is exercised on every run. Tests needing Docker
+//! `live_recording_round_trips` records a short stream now, from the raw
+//! `GET /events` body (the committed ones are `docker events` output), and
+//! replays it, so the recorder and both input forms are exercised on every
+//! run. Tests needing Docker
 //! fail (never skip) when it is missing, saying how to start it.
 
 mod common;
@@ -571,7 +573,8 @@ fn live_recording_round_trips() {
     let dir = common::process::fresh_temp_dir("replay-live");
     let file = dir.join("live.jsonl");
     let name = unique("replay-live");
-    record_crashloop(&cleanup, &name, 3, false, &file);
+    // Through the API this time: the raw body is the other input form.
+    record_crashloop(&cleanup, &name, (3, false), Via::Api, &file);
     let r = report(&[&file]);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
@@ -587,7 +590,7 @@ fn live_recording_round_trips() {
 #[ignore = "re-records tests/data/events-*.jsonl: cargo test --test replay -- --ignored record"]
 fn record() {
     let cleanup = Cleanup::for_engine_test();
-    record_crashloop(&cleanup, CRASHY, 7, true, &manifest(CRASHLOOP));
+    record_crashloop(&cleanup, CRASHY, (7, true), Via::Cli, &manifest(CRASHLOOP));
     record_exec(&cleanup, &manifest(EXEC));
 }
 
@@ -595,25 +598,51 @@ fn record() {
 // The recorder
 // ---------------------------------------------------------------------------
 
-/// The engine's events between `since` and `until` (Unix seconds) whose
-/// actor is one of `ids`, or a network event about one of them, as
-/// `docker events --format '{{json .}}'` prints them, written to `out`.
-fn write_events(since: f64, until: f64, ids: &[String], out: &Path) -> usize {
-    let printed = docker_ok(&[
+/// How a recording is read from the engine.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// `docker events --format '{{json .}}'`.
+    Cli,
+    /// The raw body of `GET /events?since=…&until=…` on the engine's socket.
+    Api,
+}
+
+/// The engine's events between `since` and `until` (Unix seconds), one
+/// JSON object a line, as `via` gives them.
+fn engine_lines(since: f64, until: f64, via: Via) -> String {
+    let (since, until) = (format!("{since:.9}"), format!("{until:.9}"));
+    if via == Via::Api {
+        let path = common::engine::docker_socket_path()
+            .expect("the API recording needs the engine on a unix socket (DOCKER_HOST=unix://…)");
+        let mut stream = std::os::unix::net::UnixStream::connect(&path)
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", path.display()));
+        let query = format!("/events?since={since}&until={until}");
+        let (status, body) =
+            common::http::http10_get(&mut stream, "docker", &query).expect("GET /events");
+        assert_eq!(status, 200, "GET {query}: {body}");
+        return body;
+    }
+    docker_ok(&[
         "events",
         "--since",
-        &format!("{since:.9}"),
+        &since,
         "--until",
-        &format!("{until:.9}"),
+        &until,
         "--format",
         "{{json .}}",
-    ]);
+    ])
+}
+
+/// The engine's events between `since` and `until` (Unix seconds) whose
+/// actor is one of `ids`, or a network event about one of them, each line
+/// as the engine gave it, written to `out`.
+fn write_events(since: f64, until: f64, ids: &[String], via: Via, out: &Path) -> usize {
+    let printed = engine_lines(since, until, via);
     let mut kept = String::new();
     let mut n = 0;
-    for line in printed.lines() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| {
-            panic!("docker events printed a line that is not JSON ({e}): {line}")
-        });
+    for line in printed.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("the engine gave a line that is not JSON ({e}): {line}"));
         let actor = v["Actor"]["ID"].as_str().unwrap_or("");
         let about = v["Actor"]["Attributes"]["container"].as_str().unwrap_or("");
         if ids.iter().any(|id| id == actor || id == about) {
@@ -639,7 +668,13 @@ fn settle() -> f64 {
 /// A container labelled `dockwarden.heal=true` whose command exits 3,
 /// started `cycles` times (each start by hand, as an operator or another
 /// healer would), then removed if `remove`.
-fn record_crashloop(cleanup: &Cleanup, name: &str, cycles: usize, remove: bool, out: &Path) {
+fn record_crashloop(
+    cleanup: &Cleanup,
+    name: &str,
+    (cycles, remove): (usize, bool),
+    via: Via,
+    out: &Path,
+) {
     let _ = docker(&["rm", "-f", name]);
     let since = now_unix();
     cleanup.container(name);
@@ -662,7 +697,7 @@ fn record_crashloop(cleanup: &Cleanup, name: &str, cycles: usize, remove: bool, 
     if remove {
         docker_ok(&["rm", name]);
     }
-    let n = write_events(since, settle(), &[id], out);
+    let n = write_events(since, settle(), &[id], via, out);
     let dies = std::fs::read_to_string(out)
         .expect("recording")
         .matches(r#""Action":"die""#)
@@ -702,5 +737,5 @@ fn record_exec(cleanup: &Cleanup, out: &Path) {
     // Stop the probes before the end, then remove both.
     docker_ok(&["rm", "-f", SICK]);
     docker_ok(&["rm", "-f", DB]);
-    write_events(since, settle(), &[db, sick, net], out);
+    write_events(since, settle(), &[db, sick, net], Via::Cli, out);
 }
