@@ -208,6 +208,16 @@ mod tests {
             (3, false, "no")
         );
         assert_eq!(unverified, [RESTART_POLICY, EXIT_CODE_FROM_EVENT]);
+        // A label named exitCode overwrites the attribute: said so.
+        let forged = Container {
+            forgeable: crate::containers::Forgeable {
+                exit_code: true,
+                ..Default::default()
+            },
+            ..known.clone()
+        };
+        let (_, unverified) = facts(&die, Some(&forged), false);
+        assert_eq!(unverified, [RESTART_POLICY, EXIT_CODE_FORGEABLE]);
         let (f, unverified) = facts(&die, None, true);
         assert!(f.oom_killed);
         assert_eq!(f.name, "web-1");
