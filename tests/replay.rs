@@ -314,6 +314,7 @@ fn notifications_are_decisions_never_sent() {
         .find(|d| d["handler"] == "notify")
         .expect("a notify decision")["details"];
     assert_eq!(first["target"], "ops");
+    assert_eq!(first["severity"], "high");
     assert_eq!(r["rules"][2]["keys"]["dockwarden.breaker_open"], 1);
 }
 

@@ -234,10 +234,8 @@ impl Deciders {
                 d.details.insert("target".into(), json!(target));
                 d.details.insert("title".into(), json!(msg.title));
                 d.details.insert("message".into(), json!(msg.text));
-                d.details.insert(
-                    "severity".into(),
-                    json!(format!("{:?}", msg.severity).to_lowercase()),
-                );
+                d.details
+                    .insert("severity".into(), json!(msg.severity.as_str()));
                 d
             })
             .collect()
