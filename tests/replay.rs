@@ -491,6 +491,18 @@ fn a_bad_rules_file_exits_2_as_check_reports_it() {
     );
     assert_eq!(stderr, String::from_utf8_lossy(&check.stderr));
     assert!(out.stdout.is_empty());
+    let none = replay(&[
+        "--rules",
+        "/nonexistent/rules.toml",
+        file.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&none.stderr)
+            .starts_with("/nonexistent/rules.toml:1:1: cannot read rules file:"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
 }
 
 #[test]

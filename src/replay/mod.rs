@@ -89,14 +89,22 @@ impl OwnEvents for Held {
 /// inputs are in the report; only a bad rules file is an error.
 pub fn run(opts: &Options) -> Result<Report, ReplayError> {
     let registry = Registry::offline();
-    let config = Config::load_file(&opts.rules_path, &registry).map_err(ReplayError::Rules)?;
-    let source = std::fs::read_to_string(&opts.rules_path).unwrap_or_default();
+    // Read once: the handlers' parameters come from the text that loaded.
+    let file = opts.rules_path.display().to_string();
+    let source = std::fs::read_to_string(&opts.rules_path).map_err(|e| {
+        ReplayError::Rules(Diagnostics::whole_file(
+            &file,
+            format!("cannot read rules file: {e}"),
+        ))
+    })?;
+    let config = Config::load_str(&file, &source, &registry).map_err(ReplayError::Rules)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ReplayError::Runtime)?;
     let mut replayer = Replayer::new(&config, &registry, &source);
-    replayer.report.rules_file = opts.rules_path.display().to_string();
+    replayer.report.rules_file = file;
+    // The inputs' counts here, the decisions' in the replayer's report.
     let mut totals = Totals::default();
     let mut problems = Vec::new();
     input::read_all(&opts.inputs, &mut totals, &mut problems, |event| {
