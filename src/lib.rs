@@ -8,13 +8,14 @@
 //! current) → [`handlers`] (act; the `notify` handler hands messages to
 //! [`notify`], which delivers them) — with [`internal_events`] logging and
 //! counting dockwarden's own decisions in [`metrics`], and [`http`] serving
-//! them. [`app`] wires it together; `main.rs` is the CLI.
+//! them. [`app`] wires it together; [`replay`] runs a recorded stream
+//! through the rules offline; `main.rs` is the CLI.
 //!
 //! Layers, bottom to top (a module uses only those below it; checked by
 //! `tests/layering.rs`): `clock`, `lock`, `json`, `event`, `config` → `metrics`,
 //! `docker` → `internal_events` → `audit`, `containers`, `notify`, `progress` →
 //! `handlers` → `rules` → `dispatch` → `resync`, `source`, `reload` → `http`
-//! → `app`, `status`, `health`.
+//! → `app`, `status`, `health`, `replay`.
 
 pub mod app;
 pub mod audit;
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod notify;
 pub mod progress;
 pub mod reload;
+pub mod replay;
 pub mod resync;
 pub mod rules;
 pub mod source;

@@ -1,5 +1,5 @@
-//! The `dockwarden` command line: `run`, `check`, `audit verify`, `status`,
-//! `health` and `notify test`. Parsing
+//! The `dockwarden` command line: `run`, `check`, `replay`, `audit verify`,
+//! `status`, `health` and `notify test`. Parsing
 //! arguments and calling into the library only; no logic of its own.
 
 use std::path::PathBuf;
@@ -77,6 +77,19 @@ enum Command {
     Check {
         /// Rules file.
         file: PathBuf,
+    },
+    /// Run recorded events (JSON lines, as `docker events --format '{{json .}}'`
+    /// prints them) through a rules file offline, every handler in dry run.
+    Replay {
+        /// Recorded streams, read in order; `-` is stdin.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Rules file.
+        #[arg(long, default_value = "rules/default.toml")]
+        rules: PathBuf,
+        /// Print one JSON object (rules, decisions, totals) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// The exec and network audit log.
     Audit {
@@ -160,6 +173,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file } => check(&file),
+        Command::Replay { files, rules, json } => replay(files, rules, json),
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => verify(&files),
@@ -218,6 +232,20 @@ fn check(file: &std::path::Path) -> ExitCode {
         Err(diags) => {
             err!("{diags}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn replay(inputs: Vec<PathBuf>, rules_path: PathBuf, json: bool) -> ExitCode {
+    match dockwarden::replay::run(&dockwarden::replay::Options { inputs, rules_path }) {
+        Err(e) => {
+            err!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+        Ok(report) => {
+            report.problems.iter().for_each(|p| err!("{p}"));
+            out!("{}", report.render(json));
+            ExitCode::from(report.exit_code())
         }
     }
 }

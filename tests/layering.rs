@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["dispatch"],
     &["resync", "source", "reload"],
     &["http"],
-    &["app", "status", "health"],
+    &["app", "status", "health", "replay"],
 ];
 
 const MAX_LINES: usize = 500;

@@ -139,6 +139,39 @@ impl AuditHandle {
     }
 }
 
+/// The records a [capturing](AuditHandle::capturing) handle was given.
+pub struct Captured {
+    rx: std::sync::mpsc::Receiver<Msg>,
+}
+
+impl Captured {
+    /// The records submitted since the last call, in order.
+    pub fn drain(&self) -> Vec<Record> {
+        self.rx
+            .try_iter()
+            .filter_map(|m| match m {
+                Msg::Record(r) => Some(r),
+                Msg::Close => None,
+            })
+            .collect()
+    }
+}
+
+impl AuditHandle {
+    /// A handle whose records are kept for the caller, not written
+    /// (`dockwarden replay`); at most `capacity` wait to be drained.
+    pub fn capturing(metrics: Arc<Metrics>, capacity: usize) -> (AuditHandle, Captured) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        (
+            AuditHandle {
+                tx: Some(tx),
+                metrics,
+            },
+            Captured { rx },
+        )
+    }
+}
+
 /// The writer thread.
 pub struct AuditSink {
     handle: AuditHandle,

@@ -225,6 +225,13 @@ pub fn split_action(raw: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// A container event of actor `c1` with `attrs`, for tests.
+#[cfg(test)]
+pub(crate) fn test_container_event(action: &str, attrs: &[(&str, &str)], t: i64) -> Event {
+    let a: Attributes = attrs.iter().copied().collect();
+    Event::new("container", action, "c1".into(), a, t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

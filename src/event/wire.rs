@@ -56,6 +56,16 @@ impl Attributes {
     }
 }
 
+impl<'a> FromIterator<(&'a str, &'a str)> for Attributes {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
+        let mut a = Attributes::default();
+        for (k, v) in pairs {
+            a.push(k, v);
+        }
+        a
+    }
+}
+
 /// A string borrowed from the input when it has no escapes.
 struct MaybeBorrowed<'a>(Cow<'a, str>);
 

@@ -56,7 +56,7 @@ struct Log {
 }
 
 /// The attributes worth a log line, by action.
-fn relevant(event: &Event) -> String {
+pub(crate) fn relevant(event: &Event) -> String {
     // dockwarden's own events: their fields, which are few and bounded.
     if let Some(fields) = &event.fields {
         let mut out = String::new();

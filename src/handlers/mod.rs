@@ -327,10 +327,20 @@ impl Registry {
 
     /// Every handler dockwarden ships.
     pub fn builtin() -> Self {
+        Registry::builtin_with(heal::Healer::default())
+    }
+
+    /// Every handler dockwarden ships, healing offline (`dockwarden
+    /// replay`): decided from the events alone, on their clock.
+    pub fn offline() -> Self {
+        Registry::builtin_with(heal::Healer::offline())
+    }
+
+    fn builtin_with(healer: heal::Healer) -> Self {
         let mut r = Registry::empty();
         r.register(Box::new(log::LogFactory));
         // One healer: restart, recreate, stop and raise_memory share its book.
-        let healer = Arc::new(heal::Healer::default());
+        let healer = Arc::new(healer);
         r.register(Box::new(heal::RestartFactory(healer.clone())));
         r.register(Box::new(heal::RecreateFactory(healer.clone())));
         r.register(Box::new(heal::StopFactory(healer.clone())));

@@ -24,7 +24,7 @@
 //! This file holds the handler and its exec tracking; `record` builds,
 //! grades and submits the records.
 
-mod record;
+pub(crate) mod record;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

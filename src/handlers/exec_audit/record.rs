@@ -62,7 +62,7 @@ pub(super) fn severity(
 /// The fields of an exec's records, from the engine's view of the exec (if
 /// verified) and of its container, else from the event; with whether it is
 /// a health probe and its severity.
-pub(super) fn exec_fields(
+pub(crate) fn exec_fields(
     exec: Option<&ExecInspectResponse>,
     container: Option<&Container>,
     event: &Event,

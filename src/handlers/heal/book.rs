@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::facts::Facts;
+use super::offline::{Offline, Verdict, VerdictKind};
 use crate::containers::signal_number;
 use crate::event::Event;
 use crate::handlers::{About, BoxFuture, Ctx, Observer};
@@ -96,9 +97,40 @@ pub struct Healer {
     /// By container name: survives a recreate.
     pub(super) book: Mutex<HashMap<String, Entry>>,
     pub(super) generation: std::sync::atomic::AtomicU64,
+    /// Set for `dockwarden replay`: the events' clock, no engine, a journal.
+    pub(super) offline: Option<Offline>,
 }
 
 impl Healer {
+    /// A healer for `dockwarden replay`: it decides from the events alone,
+    /// on their clock, and keeps a journal of its [`Verdict`]s.
+    pub fn offline() -> Healer {
+        Healer {
+            offline: Some(Offline::new()),
+            ..Healer::default()
+        }
+    }
+
+    /// The verdicts decided offline since the last call (none live).
+    pub fn take_verdicts(&self) -> Vec<Verdict> {
+        self.offline.as_ref().map(Offline::take).unwrap_or_default()
+    }
+
+    /// Now: the event's time offline, else the monotonic clock.
+    pub(super) fn now(&self, event: &Event) -> Instant {
+        match &self.offline {
+            Some(o) => o.now(event),
+            None => Instant::now(),
+        }
+    }
+
+    /// Journals `verdict` when offline.
+    pub(super) fn note(&self, verdict: impl FnOnce() -> Verdict) {
+        if let Some(o) = &self.offline {
+            o.note(verdict());
+        }
+    }
+
     /// The healing state of the container named `name`, if dockwarden has
     /// any for it.
     pub fn summary(&self, name: &str) -> Option<Summary> {
@@ -168,6 +200,21 @@ impl Healer {
         }
     }
 
+    /// Journals a breaker closed on `name`, last decided by `rule`.
+    fn note_closed(&self, rule: Option<Arc<str>>, name: &str, reason: &str) {
+        self.note(|| Verdict {
+            rule,
+            container: name.to_owned(),
+            kind: VerdictKind::BreakerClosed,
+            action: None,
+            failure: String::new(),
+            attempt: 0,
+            backoff: Duration::ZERO,
+            reason: reason.to_owned(),
+            unverified: Vec::new(),
+        });
+    }
+
     /// Marks the events of the action about to be taken on `names` as ours.
     pub(super) fn mark_own(&self, names: &[&str], stop_timeout_secs: u32) {
         let until =
@@ -206,7 +253,7 @@ impl Observer for Healer {
 
     fn observe<'a>(&'a self, ctx: &'a Ctx, event: &'a Arc<Event>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let now = Instant::now();
+            let now = self.now(event);
             let id = event.actor_id.as_str();
             // The view of a destroyed container is gone: its name is then
             // the event's (which labels cannot overwrite on Engine 20.10).
@@ -258,6 +305,7 @@ impl Observer for Healer {
                     // an operator's start closes the breaker.
                     e.call_off(&name, "started by someone else");
                     if e.breaker_open {
+                        let rule = e.rule.clone();
                         *e = Entry {
                             last_start: Some(now),
                             container_id: Some(id.to_owned()),
@@ -265,6 +313,7 @@ impl Observer for Healer {
                             labels_reported: e.labels_reported,
                             ..Entry::default()
                         };
+                        self.note_closed(rule, &name, "started by hand");
                         // A dry run's breaker was never counted open.
                         ctx.emit(
                             &BreakerClosed {
@@ -302,6 +351,7 @@ impl Observer for Healer {
                     if ours && let Some(mut e) = book.remove(&name) {
                         e.call_off(&name, "destroyed");
                         if e.breaker_open {
+                            self.note_closed(e.rule.clone(), &name, "destroyed");
                             ctx.emit(
                                 &BreakerClosed {
                                     container: &name,

@@ -32,7 +32,9 @@
 //!
 //! Files: `policy` (parameters and [`decide`]), `facts` (what the engine
 //! says), `book` (per-container state and the observer),
-//! `action` (the scheduled task and the engine calls), `recreate`; this file
+//! `action` (the scheduled task and the engine calls), `recreate`, `offline`
+//! (for `dockwarden replay`: the events' clock, facts from the events, a
+//! journal of verdicts); this file
 //! holds the three handlers and their factories. The handlers must not call
 //! the engine inline for anything but the decision's facts: actions run in
 //! `action`'s tasks.
@@ -42,11 +44,12 @@ mod book;
 mod dependents;
 mod facts;
 pub mod labels;
+pub mod offline;
 mod policy;
 pub mod recreate;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::info;
 
@@ -62,6 +65,7 @@ pub use book::{Entry, Healer, Summary};
 pub use facts::{Facts, Why};
 use facts::{describe, failure_of};
 use labels::LabelAction;
+pub use offline::{Verdict, VerdictKind};
 pub use policy::{Decision, Failure, Kind, Params, decide, decide_stop};
 
 /// The keys heal handlers act on.
@@ -82,36 +86,70 @@ impl Handler for Heal {
 }
 
 impl Heal {
-    async fn run(&self, ctx: &Ctx, event: &Arc<Event>) -> Outcome {
-        let rule = &self.rule;
+    /// The facts of a failure: offline from the event and the view (with
+    /// what they leave unverified), else without an inspect when the event
+    /// says enough, else from a fresh inspect. Err: the run's outcome.
+    async fn facts(
+        &self,
+        ctx: &Ctx,
+        event: &Arc<Event>,
+    ) -> Result<(Facts, Vec<&'static str>), Outcome> {
+        if self.healer.offline.is_some() {
+            let known = ctx.containers.get(&event.actor_id);
+            let oom_seen = known
+                .as_ref()
+                .and_then(|k| self.healer.book().get(&k.name).map(|e| e.oom_seen))
+                .unwrap_or(false);
+            return Ok(offline::facts(event, known.as_deref(), oom_seen));
+        }
         let docker = match ctx.docker.get() {
             Ok(d) => d,
-            Err(_) => return Outcome::Error(HandlerError::NotConnected),
+            Err(_) => return Err(Outcome::Error(HandlerError::NotConnected)),
         };
-        let facts = match self.healer.facts_without_inspect(ctx, event) {
-            Some(f) => f,
-            None => match ctx.containers.inspect(&docker, &event.actor_id).await {
-                Ok(known) => Facts::from_container(&known),
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {
-                    info!(container = event.name().unwrap_or(""), rule = %rule.name, "Container is gone; nothing to heal.");
-                    return Outcome::Skipped;
-                }
-                Err(e) => {
-                    return Outcome::Error(HandlerError::engine(
-                        crate::docker::calls::Call::ContainerInspect,
-                        format!("inspecting {}", event.short_id()),
-                        e,
-                    ));
-                }
-            },
+        if let Some(f) = self.healer.facts_without_inspect(ctx, event) {
+            return Ok((f, Vec::new()));
+        }
+        match ctx.containers.inspect(&docker, &event.actor_id).await {
+            Ok(known) => Ok((Facts::from_container(&known), Vec::new())),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                info!(container = event.name().unwrap_or(""), rule = %self.rule.name, "Container is gone; nothing to heal.");
+                Err(Outcome::Skipped)
+            }
+            Err(e) => Err(Outcome::Error(HandlerError::engine(
+                crate::docker::calls::Call::ContainerInspect,
+                format!("inspecting {}", event.short_id()),
+                e,
+            ))),
+        }
+    }
+
+    async fn run(&self, ctx: &Ctx, event: &Arc<Event>) -> Outcome {
+        let rule = &self.rule;
+        let (facts, unverified) = match self.facts(ctx, event).await {
+            Ok(f) => f,
+            Err(outcome) => return outcome,
         };
         let Some(failure) = failure_of(event, &facts) else {
             return Outcome::Skipped;
         };
         let what = describe(failure);
+        let verdict = |kind: VerdictKind, action: Option<&'static str>, reason: &str| {
+            self.healer.note(|| Verdict {
+                rule: Some(rule.name.clone()),
+                container: facts.name.clone(),
+                kind,
+                action,
+                failure: what.clone(),
+                attempt: 0,
+                backoff: Duration::ZERO,
+                reason: reason.to_owned(),
+                unverified: unverified.clone(),
+            })
+        };
         let not_healing = |reason: &str| {
+            verdict(VerdictKind::NotHealing, None, reason);
             NotHealing {
                 container: &facts.name,
                 rule: &rule.name,
@@ -156,13 +194,15 @@ impl Heal {
         };
         let action = kind.label();
         if matches!(kind, Kind::RaiseMemory { .. }) && facts.memory == 0 {
+            let reason = "the container has no memory limit to raise";
+            verdict(VerdictKind::Suppressed, Some(action), reason);
             ctx.emit(
                 &Suppressed {
                     container: &facts.name,
                     rule: &rule.name,
                     action,
                     failure: &what,
-                    reason: "the container has no memory limit to raise",
+                    reason,
                     dry_run: ctx.dry_run,
                 },
                 Some(About {
@@ -192,7 +232,7 @@ impl Heal {
         {
             return not_healing("the exit code is not a failure under this rule");
         }
-        let now = Instant::now();
+        let now = self.healer.now(event);
         // A dry run advances the same state as a real run, as if each
         // would-be action had succeeded (nothing is scheduled, so nothing is
         // pending), so it shows the backoff growth, the recreate and the
@@ -231,6 +271,7 @@ impl Heal {
         let plan = match decision {
             Decision::Ignore(why) => return not_healing(why),
             Decision::Suppress(why) => {
+                verdict(VerdictKind::Suppressed, Some(action), &why);
                 ctx.emit(
                     &Suppressed {
                         container: &facts.name,
@@ -249,6 +290,7 @@ impl Heal {
                 return Outcome::Skipped;
             }
             Decision::OpenBreaker => {
+                verdict(VerdictKind::BreakerOpen, None, "");
                 ctx.emit(
                     &BreakerOpened {
                         container: &facts.name,
@@ -286,6 +328,21 @@ impl Heal {
             },
         };
         let why = plan.why.text();
+        self.healer.note(|| Verdict {
+            rule: Some(rule.name.clone()),
+            container: facts.name.clone(),
+            kind: if plan.attempt == 0 {
+                VerdictKind::Escalate
+            } else {
+                VerdictKind::Act
+            },
+            action: Some(plan.kind.label()),
+            failure: what.clone(),
+            attempt: plan.attempt,
+            backoff: plan.delay,
+            reason: why.clone(),
+            unverified: unverified.clone(),
+        });
         Decided {
             container: &facts.name,
             rule: &rule.name,

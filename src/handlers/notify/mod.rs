@@ -79,7 +79,7 @@ struct Notify {
 }
 
 /// `dockwarden.notify=false` (or `no`, `0`, `off`, in any case).
-fn muted(event: &Event) -> bool {
+pub(crate) fn muted(event: &Event) -> bool {
     event.attr(MUTE_LABEL).is_some_and(|v| {
         matches!(
             v.trim().to_ascii_lowercase().as_str(),
