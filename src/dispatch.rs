@@ -239,22 +239,21 @@ impl Dispatcher {
                 let seq = (!event.synthetic).then(|| self.progress.begin(&event));
                 let matched: Vec<Arc<Rule>> = rules.matching(&event).cloned().collect();
                 let observers = rules.observed(&event).then(|| rules.clone());
-                // Nothing matched, nothing observes it, and the view (if it
-                // wants it at all) can take it here: no task.
-                if matched.is_empty()
-                    && observers.is_none()
-                    && (!Containers::wants(&event) || self.lanes.observe_if_idle(&event))
-                {
-                    if let Some(lag) = lag(&event) {
-                        metrics.event_handled(lag);
-                    }
-                    if let Some(seq) = seq {
-                        self.progress.done(seq);
-                    }
+                if matched.is_empty() && observers.is_none() && !Containers::wants(&event) {
+                    self.lanes.finish(&event, seq);
                     continue;
                 }
                 for rule in &matched {
                     metrics.rule_matched(&rule.name);
+                }
+                // Work that never waits, of a container with nothing
+                // pending, is done right here: no task, no wake-up, and its
+                // order kept (only the dispatcher starts lanes, so an idle
+                // lane stays idle meanwhile).
+                if matched.iter().all(|r| r.handler.never_waits()) && self.lanes.idle(&event) {
+                    self.lanes
+                        .run_now(&event, &matched, observers.as_deref(), seq);
+                    continue;
                 }
                 let permit = tokio::select! {
                     biased;
@@ -284,17 +283,67 @@ impl Dispatcher {
 }
 
 impl Lanes {
-    /// Keeps the container view current with `event` right here, if its
-    /// container's lane is idle (so its order is kept): returns whether it
-    /// did. Only the dispatcher starts lanes, so an idle lane stays idle
-    /// meanwhile.
-    fn observe_if_idle(&self, event: &Event) -> bool {
-        if lock(&self.queues).contains_key(event.ordering_key()) {
-            return false;
+    /// Whether `event`'s container has no work pending or running.
+    fn idle(&self, event: &Event) -> bool {
+        !lock(&self.queues).contains_key(event.ordering_key())
+    }
+
+    /// What `run` does, for work whose handlers all never wait, done
+    /// without a task: a handler that waits after all fails its run.
+    fn run_now(
+        &self,
+        event: &Arc<Event>,
+        rules: &[Arc<Rule>],
+        observers: Option<&Ruleset>,
+        seq: Option<u64>,
+    ) {
+        self.before_handlers(event, observers);
+        for rule in rules {
+            let started = Instant::now();
+            let outcome = match AssertUnwindSafe(rule.handler.handle(&self.ctx, event))
+                .catch_unwind()
+                .now_or_never()
+            {
+                Some(Ok(outcome)) => outcome,
+                Some(Err(_)) => Outcome::Error(HandlerError::Panicked),
+                None => Outcome::Error(HandlerError::Waited),
+            };
+            self.handled(rule, event, outcome, started);
         }
+        self.finish(event, seq);
+    }
+
+    /// The container view first, then the observers: handlers read both.
+    fn before_handlers(&self, event: &Arc<Event>, observers: Option<&Ruleset>) {
         let ctx = &self.ctx;
         ctx.containers.observe(event, &ctx.docker, &ctx.tasks);
-        true
+        let Some(ruleset) = observers else { return };
+        for observer in ruleset.observers.iter().filter(|o| o.wants(event)) {
+            if std::panic::catch_unwind(AssertUnwindSafe(|| observer.observe(ctx, event))).is_err()
+            {
+                warn!(event = %event, "Observer panicked.");
+            }
+        }
+    }
+
+    /// Counts one rule's run, and reports its failure.
+    fn handled(&self, rule: &Rule, event: &Event, outcome: Outcome, started: Instant) {
+        let ctx = &self.ctx;
+        ctx.metrics
+            .handler_ran(rule.handler_name, outcome.label(), started.elapsed());
+        if let Outcome::Error(error) = &outcome {
+            ctx.handler_failed(&rule.name, rule.handler_name, event, error);
+        }
+    }
+
+    /// The event is done: its lag is measured and the watermark advances.
+    fn finish(&self, event: &Event, seq: Option<u64>) {
+        if let Some(lag) = lag(event) {
+            self.ctx.metrics.event_handled(lag);
+        }
+        if let Some(seq) = seq {
+            self.progress.done(seq);
+        }
     }
 
     fn submit(self: &Arc<Self>, work: Work) {
@@ -344,40 +393,18 @@ impl Lanes {
                 Err(_) => return,
             },
         };
-        let ctx = &self.ctx;
-        // The container view first: observers and handlers read it.
-        ctx.containers.observe(&work.event, &ctx.docker, &ctx.tasks);
-        if let Some(ruleset) = &work.observers {
-            for observer in ruleset.observers.iter().filter(|o| o.wants(&work.event)) {
-                if AssertUnwindSafe(observer.observe(ctx, &work.event))
-                    .catch_unwind()
-                    .await
-                    .is_err()
-                {
-                    warn!(event = %work.event, "Observer panicked.");
-                }
-            }
-        }
+        self.before_handlers(&work.event, work.observers.as_deref());
         for rule in &work.rules {
             let started = Instant::now();
             // A panicking handler must not take its lane (and with it every
             // later event of that container) down.
-            let outcome = AssertUnwindSafe(rule.handler.handle(ctx, &work.event))
+            let outcome = AssertUnwindSafe(rule.handler.handle(&self.ctx, &work.event))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| Outcome::Error(HandlerError::Panicked));
-            ctx.metrics
-                .handler_ran(rule.handler_name, outcome.label(), started.elapsed());
-            if let Outcome::Error(error) = &outcome {
-                ctx.handler_failed(&rule.name, rule.handler_name, &work.event, error);
-            }
+            self.handled(rule, &work.event, outcome, started);
         }
-        if let Some(lag) = lag(&work.event) {
-            ctx.metrics.event_handled(lag);
-        }
-        if let Some(seq) = work.seq {
-            self.progress.done(seq);
-        }
+        self.finish(&work.event, work.seq);
     }
 }
 

@@ -92,7 +92,12 @@ impl DecodeError {
 impl Event {
     /// Decodes one JSON object as sent by `GET /events`.
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-        let wire: Wire<'_> = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json {
+        // One UTF-8 check for the whole line rather than one per string:
+        // serde_json's str reader then takes every string as it is.
+        let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Json {
+            reason: format!("not UTF-8: {e}"),
+        })?;
+        let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| DecodeError::Json {
             reason: e.to_string(),
         })?;
         let typ = wire

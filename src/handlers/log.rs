@@ -98,12 +98,15 @@ pub(crate) fn relevant(event: &Event) -> String {
 }
 
 impl Handler for Log {
+    fn never_waits(&self) -> bool {
+        true
+    }
+
     fn handle<'a>(&'a self, _ctx: &'a Ctx, event: &'a Arc<Event>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let name = event.name().unwrap_or("");
             let image = event.image().unwrap_or("");
             let detail = event.detail.as_deref().unwrap_or("");
-            let attrs = relevant(event);
             let id = event.short_id();
             let key = &*event.key;
             let rule = self.rule.as_ref();
@@ -116,7 +119,8 @@ impl Handler for Log {
                         name,
                         image,
                         detail,
-                        attrs = attrs.as_str(),
+                        // Built only if the level is enabled.
+                        attrs = relevant(event).as_str(),
                         "Docker event."
                     )
                 };

@@ -88,6 +88,9 @@ pub enum HandlerError {
     Recreate(#[from] heal::recreate::RecreateError),
     #[error("handler panicked")]
     Panicked,
+    /// A handler that declared it never waits did (a bug).
+    #[error("handler waited, though it declared it never waits")]
+    Waited,
 }
 
 impl HandlerError {
@@ -132,6 +135,7 @@ impl HandlerError {
             HandlerError::Unanswered { .. } => "unanswered",
             HandlerError::Recreate(_) => "recreate",
             HandlerError::Panicked => "panicked",
+            HandlerError::Waited => "waited",
         }
     }
 
@@ -251,6 +255,15 @@ pub trait Handler: Send + Sync + 'static {
     /// Handles one event its rule matched. Runs in order with the other
     /// events of the same container, concurrently with other containers.
     fn handle<'a>(&'a self, ctx: &'a Ctx, event: &'a Arc<Event>) -> BoxFuture<'a, Outcome>;
+
+    /// Whether `handle` finishes without ever waiting (no engine call, no
+    /// timer, no queue with back-pressure). An event whose handlers all
+    /// never wait runs in the dispatcher itself when its container has no
+    /// work pending: no task, no wake-up. A handler that says so and then
+    /// waits fails that run ([`HandlerError::Waited`]).
+    fn never_waits(&self) -> bool {
+        false
+    }
 }
 
 /// Sees every event it [`wants`](Observer::wants), whatever the rules say,
@@ -258,7 +271,9 @@ pub trait Handler: Send + Sync + 'static {
 /// handler family needs (who stopped a container, which events were its own).
 pub trait Observer: Send + Sync + 'static {
     fn wants(&self, event: &Event) -> bool;
-    fn observe<'a>(&'a self, ctx: &'a Ctx, event: &'a Arc<Event>) -> BoxFuture<'a, ()>;
+    /// Bookkeeping only: it must not wait (it runs before every handler of
+    /// the container, and often in the dispatcher itself).
+    fn observe(&self, ctx: &Ctx, event: &Arc<Event>);
 }
 
 /// Builds handlers of one kind from `[rule.with]`.

@@ -196,7 +196,7 @@ impl Replayer {
         );
         if rules.observed(event) {
             for observer in rules.observers.iter().filter(|o| o.wants(event)) {
-                observer.observe(&self.ctx, event).await;
+                observer.observe(&self.ctx, event);
             }
             for verdict in self.deciders.observed() {
                 // Told under the rule that last decided about the container.

@@ -115,10 +115,8 @@ impl Observer for ExecAuditor {
         event.typ == "container" && event.action == "destroy"
     }
 
-    fn observe<'a>(&'a self, _ctx: &'a Ctx, event: &'a Arc<Event>) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            lock(&self.open).retain(|_, o| o.container_id != event.actor_id);
-        })
+    fn observe(&self, _ctx: &Ctx, event: &Arc<Event>) {
+        lock(&self.open).retain(|_, o| o.container_id != event.actor_id);
     }
 }
 

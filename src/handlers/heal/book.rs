@@ -14,7 +14,7 @@ use super::facts::Facts;
 use super::offline::{Offline, Verdict, VerdictKind};
 use crate::containers::signal_number;
 use crate::event::Event;
-use crate::handlers::{About, BoxFuture, Ctx, Observer};
+use crate::handlers::{About, Ctx, Observer};
 use crate::internal_events::heal::BreakerClosed;
 use crate::lock::lock;
 
@@ -251,74 +251,110 @@ impl Observer for Healer {
             )
     }
 
-    fn observe<'a>(&'a self, ctx: &'a Ctx, event: &'a Arc<Event>) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let now = self.now(event);
-            let id = event.actor_id.as_str();
-            // The view of a destroyed container is gone: its name is then
-            // the event's (which labels cannot overwrite on Engine 20.10).
-            let known = ctx.containers.get(id);
-            let Some(name) = known
-                .as_ref()
-                .map(|p| p.name.clone())
-                .or_else(|| event.name().map(str::to_owned))
-            else {
-                return;
-            };
-            let mut book = self.book();
-            match &*event.action {
-                "oom" => {
-                    ctx.metrics.oom_event();
-                    let e = book.entry(name).or_default();
-                    if e.is_about(id) {
-                        e.oom_seen = true;
-                    }
+    fn observe(&self, ctx: &Ctx, event: &Arc<Event>) {
+        let now = self.now(event);
+        let id = event.actor_id.as_str();
+        // The view of a destroyed container is gone: its name is then
+        // the event's (which labels cannot overwrite on Engine 20.10).
+        let known = ctx.containers.get(id);
+        let Some(name) = known
+            .as_ref()
+            .map(|p| p.name.clone())
+            .or_else(|| event.name().map(str::to_owned))
+        else {
+            return;
+        };
+        let mut book = self.book();
+        match &*event.action {
+            "oom" => {
+                ctx.metrics.oom_event();
+                let e = book.entry(name).or_default();
+                if e.is_about(id) {
+                    e.oom_seen = true;
                 }
-                "kill" => {
-                    // Only a signal that stops the container is a stop; a
-                    // HUP to reload is not. A forgeable or unknown signal
-                    // counts as a stop: never restart what an operator stopped.
-                    let signal = event.attr("signal").and_then(signal_number);
-                    let stops = match (&known, signal) {
-                        (Some(p), Some(sig)) if !p.forgeable.signal => {
-                            sig == 9 || sig == 15 || Some(sig) == p.stop_signal
-                        }
-                        _ => true,
+            }
+            "kill" => {
+                // Only a signal that stops the container is a stop; a
+                // HUP to reload is not. A forgeable or unknown signal
+                // counts as a stop: never restart what an operator stopped.
+                let signal = event.attr("signal").and_then(signal_number);
+                let stops = match (&known, signal) {
+                    (Some(p), Some(sig)) if !p.forgeable.signal => {
+                        sig == 9 || sig == 15 || Some(sig) == p.stop_signal
+                    }
+                    _ => true,
+                };
+                let e = book.entry(name.clone()).or_default();
+                if stops && e.is_about(id) && !e.own(now) {
+                    e.requested_stop = true;
+                    e.call_off(&name, "stopped or killed through the API");
+                }
+            }
+            "start" => {
+                let e = book.entry(name.clone()).or_default();
+                e.container_id = Some(id.to_owned());
+                e.requested_stop = false;
+                e.oom_seen = false;
+                e.last_start = Some(now);
+                if e.own(now) {
+                    e.own_until = None;
+                    return;
+                }
+                // Started by someone else: a pending action is moot, and
+                // an operator's start closes the breaker.
+                e.call_off(&name, "started by someone else");
+                if e.breaker_open {
+                    let rule = e.rule.clone();
+                    *e = Entry {
+                        last_start: Some(now),
+                        container_id: Some(id.to_owned()),
+                        last_action: e.last_action,
+                        labels_reported: e.labels_reported,
+                        ..Entry::default()
                     };
-                    let e = book.entry(name.clone()).or_default();
-                    if stops && e.is_about(id) && !e.own(now) {
-                        e.requested_stop = true;
-                        e.call_off(&name, "stopped or killed through the API");
-                    }
+                    self.note_closed(rule, &name, "started by hand");
+                    // A dry run's breaker was never counted open.
+                    ctx.emit(
+                        &BreakerClosed {
+                            container: &name,
+                            reason: "started by hand",
+                            dry_run: ctx.dry_run,
+                        },
+                        Some(About {
+                            id,
+                            name: &name,
+                            cause: event,
+                        }),
+                    );
                 }
-                "start" => {
-                    let e = book.entry(name.clone()).or_default();
-                    e.container_id = Some(id.to_owned());
-                    e.requested_stop = false;
-                    e.oom_seen = false;
-                    e.last_start = Some(now);
-                    if e.own(now) {
-                        e.own_until = None;
-                        return;
-                    }
-                    // Started by someone else: a pending action is moot, and
-                    // an operator's start closes the breaker.
-                    e.call_off(&name, "started by someone else");
+            }
+            "rename" => {
+                // The entry follows the container to its new name.
+                let old = event
+                    .attr("oldName")
+                    .map(|n| crate::containers::plain_name(n).to_owned());
+                if let Some(old) = old.filter(|o| *o != name)
+                    && book
+                        .get(&old)
+                        .is_some_and(|e| e.is_about(id) && !e.own(now))
+                    && let Some(e) = book.remove(&old)
+                {
+                    book.insert(name, e);
+                    ctx.metrics.forget_container(&old);
+                }
+            }
+            "destroy" => {
+                let ours = book
+                    .get(&name)
+                    .is_some_and(|e| e.is_about(id) && !e.own(now));
+                if ours && let Some(mut e) = book.remove(&name) {
+                    e.call_off(&name, "destroyed");
                     if e.breaker_open {
-                        let rule = e.rule.clone();
-                        *e = Entry {
-                            last_start: Some(now),
-                            container_id: Some(id.to_owned()),
-                            last_action: e.last_action,
-                            labels_reported: e.labels_reported,
-                            ..Entry::default()
-                        };
-                        self.note_closed(rule, &name, "started by hand");
-                        // A dry run's breaker was never counted open.
+                        self.note_closed(e.rule.clone(), &name, "destroyed");
                         ctx.emit(
                             &BreakerClosed {
                                 container: &name,
-                                reason: "started by hand",
+                                reason: "destroyed",
                                 dry_run: ctx.dry_run,
                             },
                             Some(About {
@@ -328,48 +364,10 @@ impl Observer for Healer {
                             }),
                         );
                     }
+                    ctx.metrics.forget_container(&name);
                 }
-                "rename" => {
-                    // The entry follows the container to its new name.
-                    let old = event
-                        .attr("oldName")
-                        .map(|n| crate::containers::plain_name(n).to_owned());
-                    if let Some(old) = old.filter(|o| *o != name)
-                        && book
-                            .get(&old)
-                            .is_some_and(|e| e.is_about(id) && !e.own(now))
-                        && let Some(e) = book.remove(&old)
-                    {
-                        book.insert(name, e);
-                        ctx.metrics.forget_container(&old);
-                    }
-                }
-                "destroy" => {
-                    let ours = book
-                        .get(&name)
-                        .is_some_and(|e| e.is_about(id) && !e.own(now));
-                    if ours && let Some(mut e) = book.remove(&name) {
-                        e.call_off(&name, "destroyed");
-                        if e.breaker_open {
-                            self.note_closed(e.rule.clone(), &name, "destroyed");
-                            ctx.emit(
-                                &BreakerClosed {
-                                    container: &name,
-                                    reason: "destroyed",
-                                    dry_run: ctx.dry_run,
-                                },
-                                Some(About {
-                                    id,
-                                    name: &name,
-                                    cause: event,
-                                }),
-                            );
-                        }
-                        ctx.metrics.forget_container(&name);
-                    }
-                }
-                _ => {}
             }
-        })
+            _ => {}
+        }
     }
 }
