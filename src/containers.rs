@@ -8,15 +8,22 @@
 //!
 //! One inspect cache, by container ID, kept current by [`Containers::observe`]
 //! from the event stream, in the container's lane before any handler: a
-//! `create`, `start`, `update`, `rename`, `pause` or `unpause` inspects it
-//! again in the background (off the reaction path: the engine holds a
-//! container's lock for ~50 ms after its exit); a `die`, `oom` or
-//! `health_status` updates its state from the event alone; a `destroy`
-//! drops it. The whole engine is listed once at start (`resync`). Memory is bounded by the containers the
+//! `create`, `update`, `rename`, `pause` or `unpause` inspects it again in
+//! the background (off the reaction path: the engine holds a container's
+//! lock for ~50 ms after its exit), and so does a `start` when the status
+//! API is on or the container is new to the view; a `die`, `oom`,
+//! `health_status` (and otherwise `start`) updates its state from the event
+//! alone; a `destroy` drops it. The whole engine is listed once at start
+//! (`resync`). All of that only while some rule reads the view or the API
+//! serves it ([`Containers::keep_all`]); otherwise the view holds just what
+//! handlers looked up: no engine call that no rule needs. Memory is bounded by the containers the
 //! engine has, and by [`MAX_ACTIONS`] actions each.
 //!
 //! It must not decide anything: handlers read it and judge for themselves,
 //! and ask the engine when they need the state *now*.
+//!
+//! This file is long because the view's state changes per event and its
+//! tests of them live beside the one `observe` that makes them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -15,6 +15,10 @@
 //! queue slots. When handlers fall behind, the dispatcher waits for permits,
 //! the queue fills, and the reader drops (and counts) events instead of
 //! stalling the stream.
+//!
+//! This file is long because its unit test drives the whole dispatcher (order
+//! within a container, concurrency across them, a panicking handler) and the
+//! inline path shares `Lanes` with the lanes: splitting would expose both.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;

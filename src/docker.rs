@@ -20,6 +20,7 @@ use bollard::{API_DEFAULT_VERSION, Docker};
 
 pub mod settings;
 pub mod tls;
+pub mod unix;
 
 pub use settings::EngineConfig;
 pub use tls::TlsEndpoint;
@@ -132,11 +133,7 @@ impl Endpoint {
     /// (negotiate before use). Fails if a unix socket does not exist.
     pub fn client(&self) -> Result<Docker, DockerError> {
         let made = match self {
-            Endpoint::Unix(path) => Docker::connect_with_unix(
-                &path.to_string_lossy(),
-                API_TIMEOUT_SECS,
-                API_DEFAULT_VERSION,
-            ),
+            Endpoint::Unix(path) => unix::client(path.clone(), API_TIMEOUT_SECS),
             Endpoint::Tcp(addr) => {
                 Docker::connect_with_http(addr, API_TIMEOUT_SECS, API_DEFAULT_VERSION)
             }

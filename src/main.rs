@@ -1,6 +1,9 @@
 //! The `dockwarden` command line: `run`, `check`, `replay`, `audit verify`,
 //! `status`, `health` and `notify test`. Parsing
 //! arguments and calling into the library only; no logic of its own.
+//!
+//! This file is long because clap's declarations of every subcommand and
+//! its flags are the CLI's documentation, kept in one place.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
