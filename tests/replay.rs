@@ -623,8 +623,8 @@ enum Via {
 /// The engine's events between `since` and `until` (Unix seconds), one
 /// JSON object a line, as `via` gives them.
 fn engine_lines(since: f64, until: f64, via: Via) -> String {
-    let (since, until) = (format!("{since:.9}"), format!("{until:.9}"));
     if via == Via::Api {
+        let (since, until) = (format!("{since:.9}"), format!("{until:.9}"));
         let path = common::engine::docker_socket_path()
             .expect("the API recording needs the engine on a unix socket (DOCKER_HOST=unix://…)");
         let mut stream = std::os::unix::net::UnixStream::connect(&path)
@@ -635,15 +635,7 @@ fn engine_lines(since: f64, until: f64, via: Via) -> String {
         assert_eq!(status, 200, "GET {query}: {body}");
         return body;
     }
-    docker_ok(&[
-        "events",
-        "--since",
-        &since,
-        "--until",
-        &until,
-        "--format",
-        "{{json .}}",
-    ])
+    common::engine::engine_events_text(since, until)
 }
 
 /// The engine's events between `since` and `until` (Unix seconds) whose

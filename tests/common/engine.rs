@@ -234,18 +234,8 @@ pub fn now_unix() -> f64 {
 /// seconds, see [`now_unix`]), straight from `docker events`, oldest first.
 /// If `until` is in the future this waits until then.
 pub fn engine_events(since: f64, until: f64) -> Vec<serde_json::Value> {
-    let since = format!("{since:.9}");
-    let until = format!("{until:.9}");
-    let out = docker_ok(&[
-        "events",
-        "--since",
-        &since,
-        "--until",
-        &until,
-        "--format",
-        "{{json .}}",
-    ]);
-    out.lines()
+    engine_events_text(since, until)
+        .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             serde_json::from_str(l).unwrap_or_else(|e| {
@@ -253,6 +243,22 @@ pub fn engine_events(since: f64, until: f64) -> Vec<serde_json::Value> {
             })
         })
         .collect()
+}
+
+/// What `docker events --format '{{json .}}'` prints between `since` and
+/// `until` (Unix seconds): one JSON object a line, oldest first.
+pub fn engine_events_text(since: f64, until: f64) -> String {
+    let since = format!("{since:.9}");
+    let until = format!("{until:.9}");
+    docker_ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--format",
+        "{{json .}}",
+    ])
 }
 
 /// `"{Type}.{Action}"` with the action cut at its first `": "`, e.g.
