@@ -208,10 +208,26 @@ struct Entry {
     status: Status,
 }
 
+/// View inspects in flight at once. The stream can show thousands of
+/// creates a second (`docker compose up`, CI runners); unbounded, each
+/// would hold a request, a connection and its buffers at once (the
+/// pipeline bench peaked at 76+ MB that way). The rest wait their turn.
+const MAX_VIEW_INSPECTS: usize = 8;
+
+/// The bound on view inspects in flight.
+struct Inspects(tokio::sync::Semaphore);
+
+impl Default for Inspects {
+    fn default() -> Self {
+        Inspects(tokio::sync::Semaphore::new(MAX_VIEW_INSPECTS))
+    }
+}
+
 /// Every container dockwarden knows, by ID.
 #[derive(Default)]
 pub struct Containers {
     entries: Mutex<HashMap<String, Entry>>,
+    inspects: Inspects,
     /// Inspect every container the stream shows (on create, and on first
     /// sight), not only those a handler asks for: some rule in force reads
     /// the view, or the status API serves it.
@@ -399,6 +415,10 @@ impl Containers {
                 let this = self.clone();
                 let id = id.to_owned();
                 tasks.spawn(async move {
+                    // Never closed: the semaphore lives as long as the view.
+                    let Ok(_turn) = this.inspects.0.acquire().await else {
+                        return;
+                    };
                     if let Err(e) = this.inspect(&docker, &id).await {
                         tracing::debug!(id = %id, error = %e, "Cannot inspect container.");
                     }
