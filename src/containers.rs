@@ -26,7 +26,7 @@
 //! tests of them live beside the one `observe` that makes them.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bollard::Docker;
@@ -228,6 +228,12 @@ impl Default for Inspects {
 pub struct Containers {
     entries: Mutex<HashMap<String, Entry>>,
     inspects: Inspects,
+    /// View inspects asked for and not yet landed, by container (with a
+    /// number, so only the newest removes itself): a handler that needs
+    /// the view meanwhile waits for it rather than asking the engine again.
+    /// Each receiver wakes when its inspect's sender is dropped.
+    flights: Mutex<HashMap<String, (u64, tokio::sync::watch::Receiver<()>)>>,
+    flight_seq: AtomicU64,
     /// Inspect every container the stream shows (on create, and on first
     /// sight), not only those a handler asks for: some rule in force reads
     /// the view, or the status API serves it.
@@ -291,10 +297,18 @@ impl Containers {
         docker: &Docker,
         id: &str,
     ) -> Result<Arc<Container>, bollard::errors::Error> {
-        match self.get(id) {
-            Some(c) => Ok(c),
-            None => self.inspect(docker, id).await,
+        if let Some(c) = self.get(id) {
+            return Ok(c);
         }
+        let flight = lock(&self.flights).get(id).map(|(_, rx)| rx.clone());
+        if let Some(mut landed) = flight {
+            // Never sent on: this returns when the inspect is done.
+            let _ = landed.changed().await;
+            if let Some(c) = self.get(id) {
+                return Ok(c);
+            }
+        }
+        self.inspect(docker, id).await
     }
 
     /// Inspects container `id` now and caches what it says.
@@ -414,14 +428,21 @@ impl Containers {
                 let Ok(docker) = docker.get() else { return };
                 let this = self.clone();
                 let id = id.to_owned();
+                let (done, landed) = tokio::sync::watch::channel(());
+                let n = self.flight_seq.fetch_add(1, Ordering::Relaxed);
+                lock(&self.flights).insert(id.clone(), (n, landed));
                 tasks.spawn(async move {
                     // Never closed: the semaphore lives as long as the view.
-                    let Ok(_turn) = this.inspects.0.acquire().await else {
-                        return;
-                    };
-                    if let Err(e) = this.inspect(&docker, &id).await {
+                    if let Ok(_turn) = this.inspects.0.acquire().await
+                        && let Err(e) = this.inspect(&docker, &id).await
+                    {
                         tracing::debug!(id = %id, error = %e, "Cannot inspect container.");
                     }
+                    let mut flights = lock(&this.flights);
+                    if flights.get(&id).is_some_and(|(m, _)| *m == n) {
+                        flights.remove(&id);
+                    }
+                    drop(done);
                 });
             }
             "destroy" => {

@@ -92,6 +92,11 @@ impl Enqueue {
         })
     }
 
+    /// The most events it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Events queued and not yet taken by the dispatcher.
     pub fn depth(&self) -> usize {
         self.depth.load(Ordering::Acquire)

@@ -63,21 +63,33 @@ impl Checkpoint {
     }
 }
 
-/// Events done but held behind an unfinished older one, kept whole; past
-/// this the later ones keep only their time and identity. The watermark
-/// waits for the oldest event in flight, so at a burst's rate even a
-/// second's wait would otherwise hold every event read meanwhile (the
-/// pipeline bench: 200+ MB at 150 k events/s).
+/// The watermark waits for the oldest event in flight, so every event done
+/// meanwhile waits behind it; at a burst's rate even a second's wait is
+/// 100 k+ events (the pipeline bench held 200+ MB so). A done event's
+/// identity matters only if the watermark can stop at its nanosecond: not
+/// once a later event right after it is done too (both pass together, and
+/// the later time replaces the ids). Those slots let their event go, so
+/// whole events are only those in flight and the done one just before
+/// each. Past this many slots, a done event sharing its nanosecond with a
+/// neighbour keeps only its identity: a run of those could grow unbounded.
 const HELD_WHOLE: usize = 1024;
 
 struct Slot {
     time_nano: i64,
-    /// The event, until it is done past [`HELD_WHOLE`]: its identity is
-    /// taken only if the watermark stops at its nanosecond.
+    /// The event, while its identity may still be needed.
     event: Option<Arc<Event>>,
-    /// Its identity, once `event` is let go.
+    /// Its identity, if `event` was let go while it may still be needed.
     id: Option<Identity>,
     done: bool,
+}
+
+impl Slot {
+    /// The watermark passes `self` together with a later `next` (done):
+    /// its identity will never be read.
+    fn let_go(&mut self) {
+        self.event = None;
+        self.id = None;
+    }
 }
 
 #[derive(Default)]
@@ -140,10 +152,31 @@ impl Progress {
         let Some(i) = seq.checked_sub(inner.front) else {
             return;
         };
+        let i = i as usize;
         let held = inner.slots.len() > HELD_WHOLE;
-        if let Some(slot) = inner.slots.get_mut(i as usize) {
+        let slots = &mut inner.slots;
+        let Some(t) = slots.get(i).map(|s| s.time_nano) else {
+            return;
+        };
+        let next = slots.get(i + 1);
+        let needed = i == 0 || !next.is_some_and(|s| s.done && s.time_nano > t);
+        // Events of one nanosecond can pile up only by keeping identities.
+        let tied = |s: Option<&Slot>| s.is_some_and(|s| s.time_nano == t);
+        let tie = tied(next) || i.checked_sub(1).is_some_and(|p| tied(slots.get(p)));
+        if let Some(prev) = i.checked_sub(1).and_then(|p| slots.get_mut(p))
+            && prev.done
+        {
+            if prev.time_nano < t {
+                prev.let_go();
+            } else if held && prev.time_nano == t {
+                prev.id = prev.event.take().map(|e| e.identity()).or(prev.id);
+            }
+        }
+        if let Some(slot) = slots.get_mut(i) {
             slot.done = true;
-            if held && i > 0 {
+            if !needed {
+                slot.let_go();
+            } else if held && tie && i > 0 {
                 slot.id = slot.event.take().map(|e| e.identity());
             }
         }
@@ -379,9 +412,9 @@ mod tests {
         }
         assert_eq!(p.mark().time_nano, 0, "the oldest still runs");
         let held = last.iter().filter(|e| Arc::strong_count(e) > 1).count();
-        assert!(
-            held <= HELD_WHOLE,
-            "{held} events done behind the slow one are still held whole"
+        assert_eq!(
+            held, 0,
+            "{held} events done behind the slow one, each followed by a later done one, are still held whole"
         );
         assert!(tied.iter().all(|e| Arc::strong_count(e) == 1));
         p.done(slow);
@@ -391,6 +424,26 @@ mod tests {
         assert_eq!(m.ids, ids, "every event of the last nanosecond, in order");
         assert!(tied.iter().all(|e| m.covers(e)));
         assert!(!m.covers(&ev(n, "w")));
+    }
+
+    #[test]
+    fn the_watermark_stops_at_a_let_go_run_with_the_identity_it_needs() {
+        let p = Progress::new(None);
+        let slow = p.begin(&ev(1, "slow"));
+        for t in 2..2000 {
+            let seq = p.begin(&ev(t, &format!("e{t}")));
+            p.done(seq);
+        }
+        let before = ev(2000, "before");
+        let seq = p.begin(&before);
+        p.done(seq);
+        let running = p.begin(&ev(2001, "running"));
+        p.done(slow);
+        let m = p.mark();
+        assert_eq!(m.time_nano, 2000, "stops before the one still running");
+        assert_eq!(m.ids, vec![before.identity()]);
+        p.done(running);
+        assert_eq!(p.mark().time_nano, 2001);
     }
 
     #[test]

@@ -71,6 +71,14 @@ pub async fn resync_task(mut requests: mpsc::Receiver<&'static str>, wiring: Res
             },
         };
         while requests.try_recv().is_ok() {}
+        let reason = if reason == "queue_overflow" {
+            match settled(&mut requests, &queue, &shutdown).await {
+                Some(r) => r,
+                None => return,
+            }
+        } else {
+            reason
+        };
         metrics.resynced(reason);
         // Until the stream is connected there is no engine to ask.
         let client = loop {
@@ -99,6 +107,35 @@ pub async fn resync_task(mut requests: mpsc::Receiver<&'static str>, wiring: Res
             Err(e) => {
                 warn!(reason, error = %e, "Resync failed; the next gap or restart retries it.")
             }
+        }
+    }
+}
+
+/// Waits, after a queue overflow, for the burst to pass: while events are
+/// still being dropped, a reconciliation is undone by the next drop, and
+/// it competes with the handlers for the engine (an inspect of every
+/// container). Passed: a second with no new drop and the queue at most a
+/// quarter full. A request for another reason (a gap, an engine restart)
+/// ends the wait at once and is the reason. None at shutdown.
+async fn settled(
+    requests: &mut mpsc::Receiver<&'static str>,
+    queue: &Enqueue,
+    shutdown: &CancellationToken,
+) -> Option<&'static str> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let mut dropped = false;
+        while let Ok(r) = requests.try_recv() {
+            if r != "queue_overflow" {
+                return Some(r);
+            }
+            dropped = true;
+        }
+        if !dropped && queue.depth() <= queue.capacity() / 4 {
+            return Some("queue_overflow");
         }
     }
 }
@@ -244,5 +281,69 @@ pub async fn fill_view_at_start(
             _ = tokio::time::sleep(retry_in) => {}
         }
         retry_in = (retry_in * 2).min(std::time::Duration::from_secs(60));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    fn events(n: usize) -> Vec<Arc<Event>> {
+        (0..n)
+            .map(|i| {
+                let id = format!("c{i}");
+                Arc::new(Event::new(
+                    "container",
+                    "start",
+                    id,
+                    Attributes::default(),
+                    1,
+                ))
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overflow_resync_waits_for_the_burst_to_pass() {
+        let (tx, mut requests) = mpsc::channel(16);
+        let (queue, mut dequeue) = crate::dispatch::queue(8);
+        let shutdown = CancellationToken::new();
+        // Drops go on for 3 s; the queue stays full until 5 s.
+        assert!(queue.try_send(events(7)).is_ok());
+        let burst = tx.clone();
+        let drain = tokio::spawn(async move {
+            for _ in 0..6 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = burst.send("queue_overflow").await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let _ = dequeue.recv().await;
+            dequeue
+        });
+        let start = Instant::now();
+        let reason = settled(&mut requests, &queue, &shutdown).await;
+        assert_eq!(reason, Some("queue_overflow"));
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(5) && waited <= Duration::from_secs(7),
+            "waited {waited:?}: not until the drops stopped and the queue drained"
+        );
+
+        // Another reason does not wait.
+        let _dequeue = drain.await.expect("the burst task");
+        tx.send("queue_overflow").await.expect("send");
+        tx.send("engine_restart").await.expect("send");
+        assert!(queue.try_send(events(7)).is_ok());
+        let start = Instant::now();
+        let reason = settled(&mut requests, &queue, &shutdown).await;
+        assert_eq!(reason, Some("engine_restart"));
+        assert!(start.elapsed() <= Duration::from_secs(1));
+
+        shutdown.cancel();
+        assert_eq!(settled(&mut requests, &queue, &shutdown).await, None);
     }
 }
