@@ -52,8 +52,10 @@
 //! - `PIPELINE_CONSUMERS` (`bollard,docker,dockwarden,nomatch`): which run.
 //! - `PIPELINE_CONTAINERS` (300): the pool of containers the events are about.
 //! - `PIPELINE_FLAT=1`: also stream `PIPELINE_FLAT_EVENTS` (10000000) events
-//!   to dockwarden (default rules, as fast as it can) and read its VmRSS as
-//!   it passes 1 M and at the end.
+//!   to dockwarden (default rules, as fast as it can, or offered at
+//!   `PIPELINE_FLAT_RATE` events/s) and read its VmRSS as it passes 1 M and
+//!   at the end. As fast as it can, most events are dropped, and the execs
+//!   whose ends were dropped fill exec_audit's table of open execs (10 000).
 //! - `PIPELINE_IDLE_SECS` (off; the issue says 600): also run dockwarden
 //!   (default rules, `--dry-run`) idle against the real engine (`DOCKER_HOST`,
 //!   else `/var/run/docker.sock`) that long, then read its RSS and the CPU it
@@ -130,6 +132,8 @@ struct Config {
     consumers: Vec<Kind>,
     pool: usize,
     flat: Option<u64>,
+    /// The flat run's offered rate (events/s); None: as fast as it can.
+    flat_rate: Option<f64>,
     idle: Option<u64>,
     lock: Option<PathBuf>,
     keep: bool,
@@ -174,6 +178,7 @@ impl Config {
             consumers,
             pool: env("PIPELINE_CONTAINERS", 300usize).clamp(1, 65_535),
             flat: flag("PIPELINE_FLAT").then(|| env("PIPELINE_FLAT_EVENTS", 10_000_000)),
+            flat_rate: Some(env("PIPELINE_FLAT_RATE", 0.0)).filter(|r| *r > 0.0),
             idle: (idle > 0).then_some(idle),
             lock: std::env::var_os("PIPELINE_ENGINE_LOCK").map(PathBuf::from),
             keep: flag("PIPELINE_KEEP"),
@@ -238,15 +243,16 @@ fn main() -> ExitCode {
     let mut runs = Runs::default();
     rounds(&bench, &cfg, &mut runs);
     if let Some(n) = cfg.flat {
-        println!("flat: {n} events to dockwarden (default rules)");
-        let label = format!("{n} events, RSS at 1 M and at the end");
-        let m = consumer::run(
-            &bench,
-            Kind::Dockwarden,
-            Plan::fast(n),
-            label,
-            &[1_000_000, n],
-        );
+        let (plan, pace) = match cfg.flat_rate {
+            Some(rate) => (
+                Plan::paced(rate, n as f64 / rate),
+                format!("offered {rate} events/s"),
+            ),
+            None => (Plan::fast(n), "as fast as it can".to_owned()),
+        };
+        println!("flat: {n} events to dockwarden (default rules, {pace})");
+        let label = format!("{n} events, {pace}, RSS at 1 M and at the end");
+        let m = consumer::run(&bench, Kind::Dockwarden, plan, label, &[1_000_000, n]);
         runs.record(m, 0, Scenario::Flat);
     }
     let idle = cfg.idle.and_then(|secs| {

@@ -210,8 +210,10 @@ struct Entry {
 
 /// View inspects in flight at once. The stream can show thousands of
 /// creates a second (`docker compose up`, CI runners); unbounded, each
-/// would hold a request, a connection and its buffers at once (the
-/// pipeline bench peaked at 76+ MB that way). The rest wait their turn.
+/// would hold a request, a connection and its buffers at once, past the
+/// kept-alive connections (the pipeline bench opened 10–20 k connections
+/// in 10 s). The rest wait their turn; a handler that needs one of them
+/// waits for it (`flights`). Heal decisions inspect on their own.
 const MAX_VIEW_INSPECTS: usize = 8;
 
 /// The bound on view inspects in flight.

@@ -195,7 +195,7 @@ impl ExecAudit {
             claimed.as_deref(),
         );
         let verified = exec.is_some();
-        let open = Open {
+        let mut open = Open {
             container_id: event.actor_id.clone(),
             start_nano: event.time_nano,
             fields,
@@ -234,6 +234,11 @@ impl ExecAudit {
         // again shortly for an exec that has no process yet.
         // (The engine marks an exec running before it starts its process.)
         let not_started = exec.as_ref().is_some_and(|e| e.pid.unwrap_or(0) == 0);
+        if !open.written {
+            // Its end is not written either (`submit`): only its place is
+            // kept. Probes are most execs, and a busy host's fill the map.
+            open.fields = Record::new();
+        }
         self.remember(key.clone(), open);
         if not_started {
             self.check_failed_start(ctx, docker.clone(), key);
