@@ -26,7 +26,7 @@
 //! tests of them live beside the one `observe` that makes them.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bollard::Docker;
@@ -230,12 +230,11 @@ impl Default for Inspects {
 pub struct Containers {
     entries: Mutex<HashMap<String, Entry>>,
     inspects: Inspects,
-    /// View inspects asked for and not yet landed, by container (with a
-    /// number, so only the newest removes itself): a handler that needs
-    /// the view meanwhile waits for it rather than asking the engine again.
-    /// Each receiver wakes when its inspect's sender is dropped.
-    flights: Mutex<HashMap<String, (u64, tokio::sync::watch::Receiver<()>)>>,
-    flight_seq: AtomicU64,
+    /// View inspects asked for and not yet landed, by container: a
+    /// handler that needs the view meanwhile waits for it rather than
+    /// asking the engine again. Each receiver wakes when its inspect's
+    /// sender is dropped.
+    flights: Mutex<HashMap<String, tokio::sync::watch::Receiver<()>>>,
     /// Inspect every container the stream shows (on create, and on first
     /// sight), not only those a handler asks for: some rule in force reads
     /// the view, or the status API serves it.
@@ -302,7 +301,7 @@ impl Containers {
         if let Some(c) = self.get(id) {
             return Ok(c);
         }
-        let flight = lock(&self.flights).get(id).map(|(_, rx)| rx.clone());
+        let flight = lock(&self.flights).get(id).cloned();
         if let Some(mut landed) = flight {
             // Never sent on: this returns when the inspect is done.
             let _ = landed.changed().await;
@@ -431,8 +430,7 @@ impl Containers {
                 let this = self.clone();
                 let id = id.to_owned();
                 let (done, landed) = tokio::sync::watch::channel(());
-                let n = self.flight_seq.fetch_add(1, Ordering::Relaxed);
-                lock(&self.flights).insert(id.clone(), (n, landed));
+                lock(&self.flights).insert(id.clone(), landed.clone());
                 tasks.spawn(async move {
                     // Never closed: the semaphore lives as long as the view.
                     if let Ok(_turn) = this.inspects.0.acquire().await
@@ -440,8 +438,9 @@ impl Containers {
                     {
                         tracing::debug!(id = %id, error = %e, "Cannot inspect container.");
                     }
+                    // Only the newest flight of this container leaves the map.
                     let mut flights = lock(&this.flights);
-                    if flights.get(&id).is_some_and(|(m, _)| *m == n) {
+                    if flights.get(&id).is_some_and(|f| f.same_channel(&landed)) {
                         flights.remove(&id);
                     }
                     drop(done);

@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use dockwarden::app::{self, AppError, RunOptions};
+use dockwarden::handlers::Registry;
+use dockwarden::rules::Config;
 
 /// The reader allocates events on one thread and the dispatcher frees them
 /// on another; glibc's per-arena lock then stalls the reader under bursts
@@ -62,8 +64,6 @@ extern "C" fn lazy_arena_commit() {
 #[used]
 #[unsafe(link_section = ".init_array")]
 static LAZY_ARENA_COMMIT: extern "C" fn() = lazy_arena_commit;
-use dockwarden::handlers::Registry;
-use dockwarden::rules::Config;
 
 #[derive(Parser)]
 #[command(
