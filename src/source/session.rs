@@ -141,11 +141,24 @@ impl Source {
             (self.idle_ping / 4).clamp(Duration::from_millis(250), Duration::from_secs(1)),
         );
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Events held back in a burst (`Sink::flush_paced`) and when they
+        // are due; the timer is reset only when a batch starts to wait.
+        let linger = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(linger);
+        let mut held = false;
         loop {
             let frame = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => return Ok(End::Shutdown),
+                _ = self.shutdown.cancelled() => {
+                    self.sink.flush();
+                    return Ok(End::Shutdown);
+                }
                 frame = body.frame() => frame,
+                _ = &mut linger, if held => {
+                    held = false;
+                    self.sink.flush();
+                    continue;
+                }
                 _ = watchdog.tick() => {
                     if anchor_deadline.is_some_and(|d| Instant::now() >= d) {
                         self.sink.anchor_overdue();
@@ -180,11 +193,19 @@ impl Source {
                 self.flush_rest();
                 return end;
             }
+            match self.sink.flush_paced(last_frame) {
+                Some(due) if !held => {
+                    linger.as_mut().reset(due.into());
+                    held = true;
+                }
+                Some(_) => {}
+                None => held = false,
+            }
         }
     }
 
-    /// Feeds `frame` and every frame hyper already holds, then hands the
-    /// batch over. Returns how the stream ended, if it did.
+    /// Feeds `frame` and every frame hyper already holds; the caller hands
+    /// the batch over. Returns how the stream ended, if it did.
     fn read_burst(
         &mut self,
         frame: Frame<Bytes>,
@@ -193,8 +214,9 @@ impl Source {
         self.feed(frame);
         // The engine sends each event as its own chunk. Take every frame
         // hyper already holds before handing the batch over: in a burst or a
-        // replay that is one hand-off (and one wake-up of the dispatcher) per
-        // socket read rather than per event.
+        // replay that is at most one hand-off (and one wake-up of the
+        // dispatcher) per socket read rather than per event, and at most one
+        // per `LINGER` while the burst lasts.
         let mut end = None;
         while self.sink.pending() < MAX_BATCH {
             match body.frame().now_or_never() {
@@ -210,7 +232,6 @@ impl Source {
                 None => break,
             }
         }
-        self.sink.flush();
         end
     }
 
