@@ -107,6 +107,8 @@ fn main() {
     let started = Instant::now();
     for _ in 0..passes {
         for read in &reads {
+            // As the reader does: one clock read per socket read.
+            sink.read_at(Instant::now());
             for frame in read.iter() {
                 framer.push(frame, &mut sink);
                 if sink.pending() >= 256 {

@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use super::Event;
+use super::wire::Attributes;
 
 /// Receives an event's identifying fields, in one fixed order.
 trait Feed {
@@ -26,6 +27,14 @@ trait Feed {
     /// A field of bytes; implementations mix in the length so field
     /// boundaries count.
     fn bytes(&mut self, b: &[u8]);
+    /// The attributes: their count, then each key and value.
+    fn attributes(&mut self, a: &Attributes) {
+        self.word(a.len() as u64);
+        for (k, v) in a.iter() {
+            self.bytes(k.as_bytes());
+            self.bytes(v.as_bytes());
+        }
+    }
 }
 
 /// The one list of what identifies an event.
@@ -41,11 +50,7 @@ fn walk(event: &Event, f: &mut impl Feed) {
         None => f.word(0),
     }
     f.bytes(event.actor_id.as_bytes());
-    f.word(event.attributes.len() as u64);
-    for (k, v) in event.attributes.iter() {
-        f.bytes(k.as_bytes());
-        f.bytes(v.as_bytes());
-    }
+    f.attributes(&event.attributes);
 }
 
 /// FxHash's mixing step, fed 8 bytes at a time.
@@ -70,6 +75,18 @@ impl Feed for FastHash {
             w[..rest.len()].copy_from_slice(rest);
             self.word(u64::from_le_bytes(w));
         }
+    }
+
+    /// The same information in one pass (the dedup window hashes every
+    /// event): each pair's key and value lengths, then all their bytes,
+    /// which the attributes keep back to back.
+    fn attributes(&mut self, a: &Attributes) {
+        self.word(a.len() as u64);
+        let (buf, spans) = a.raw();
+        for &(k, v, e) in spans {
+            self.word(u64::from(v - k) << 32 | u64::from(e - v));
+        }
+        self.bytes(buf.as_bytes());
     }
 }
 
@@ -158,6 +175,9 @@ impl<'de> Deserialize<'de> for Identity {
 mod tests {
     use super::*;
 
+    /// `connect("c-aaa")`'s identity as every release so far wrote it.
+    const PINNED_CONNECT_IDENTITY: &str = "8c2c4cda40f2128214b006ddd285ee03";
+
     fn connect(container: &str) -> Event {
         let line = format!(
             r#"{{"Type":"network","Action":"connect","Actor":{{"ID":"net1","Attributes":{{"container":"{container}","name":"backend","type":"bridge"}}}},"scope":"local","timeNano":1700000000000000001}}"#
@@ -187,6 +207,42 @@ mod tests {
         let b = Event::decode(line("exec_start: a", "bc").as_bytes()).expect("decodes");
         assert_ne!(a.identity(), b.identity());
         assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn attribute_boundaries_count() {
+        let line = |attrs: &str| {
+            format!(
+                r#"{{"Type":"container","Action":"start","Actor":{{"ID":"c","Attributes":{attrs}}},"timeNano":5}}"#
+            )
+        };
+        let events: Vec<Event> = [
+            r#"{"ab":"c"}"#,
+            r#"{"a":"bc"}"#,
+            r#"{"a":"b","c":""}"#,
+            r#"{"a":"","bc":""}"#,
+            r#"{"abc":""}"#,
+            r#"{}"#,
+        ]
+        .iter()
+        .map(|a| Event::decode(line(a).as_bytes()).expect("decodes"))
+        .collect();
+        for (i, a) in events.iter().enumerate() {
+            for b in &events[i + 1..] {
+                assert_ne!(a.fingerprint(), b.fingerprint(), "{a} vs {b}");
+                assert_ne!(a.identity(), b.identity(), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn identity_is_stable_across_releases() {
+        // `checkpoint.json` keeps identities: the digest of an event must
+        // not change, or a restart after an upgrade misreads its anchor.
+        assert_eq!(
+            connect("c-aaa").identity().to_string(),
+            PINNED_CONNECT_IDENTITY
+        );
     }
 
     #[test]

@@ -92,6 +92,12 @@ impl DecodeError {
 impl Event {
     /// Decodes one JSON object as sent by `GET /events`.
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        Event::decode_read_at(bytes, Instant::now())
+    }
+
+    /// [`decode`](Event::decode), for an event read at `received` (the
+    /// reader stamps every event of a socket read with the read's time).
+    pub fn decode_read_at(bytes: &[u8], received: Instant) -> Result<Event, DecodeError> {
         // One UTF-8 check for the whole line rather than one per string:
         // serde_json's str reader then takes every string as it is.
         let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Json {
@@ -125,7 +131,13 @@ impl Event {
             "swarm" => Cow::Borrowed("swarm"),
             _ => Cow::Owned(s.into_owned()),
         });
-        let mut event = Event::new(&typ, &raw_action, actor_id, attributes, time_nano);
+        let mut event = Event::assemble(
+            (&typ, &raw_action),
+            actor_id,
+            attributes,
+            time_nano,
+            received,
+        );
         event.scope = scope;
         Ok(event)
     }
@@ -139,6 +151,22 @@ impl Event {
         actor_id: String,
         attributes: Attributes,
         time_nano: i64,
+    ) -> Event {
+        Event::assemble(
+            (typ, raw_action),
+            actor_id,
+            attributes,
+            time_nano,
+            Instant::now(),
+        )
+    }
+
+    fn assemble(
+        (typ, raw_action): (&str, &str),
+        actor_id: String,
+        attributes: Attributes,
+        time_nano: i64,
+        received: Instant,
     ) -> Event {
         let (action, detail) = split_action(raw_action);
         let (labels, typ, action, key) = match known(typ, action) {
@@ -165,7 +193,7 @@ impl Event {
             scope: None,
             time_nano,
             labels,
-            received: Instant::now(),
+            received,
             synthetic: false,
             fields: None,
         }

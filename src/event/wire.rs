@@ -39,6 +39,12 @@ impl Attributes {
         self.spans.len()
     }
 
+    /// Every key and value back to back, and their boundaries (key start,
+    /// value start, value end) in wire order.
+    pub(crate) fn raw(&self) -> (&str, &[(u32, u32, u32)]) {
+        (&self.buf, &self.spans)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }

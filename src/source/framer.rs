@@ -7,6 +7,8 @@
 //! deduplicate or enqueue: it hands lines to a [`Lines`] receiver (the
 //! [`Sink`](super::Sink)) and says what it dropped.
 
+use std::time::Instant;
+
 use crate::event::Event;
 
 /// Longest line the reader buffers while waiting for its newline. Real events
@@ -73,7 +75,12 @@ impl Framer {
 /// was glued in front of it. Returns the event, if any, and whether the line
 /// was malformed.
 pub fn decode_line(line: &[u8]) -> (Option<Event>, bool) {
-    match Event::decode(line) {
+    decode_line_read_at(line, Instant::now())
+}
+
+/// [`decode_line`], for a line read at `received`.
+pub fn decode_line_read_at(line: &[u8], received: Instant) -> (Option<Event>, bool) {
+    match Event::decode_read_at(line, received) {
         Ok(ev) => (Some(ev), false),
         Err(_) => {
             // An event object starts with one of these keys (legacy `status`
@@ -87,7 +94,7 @@ pub fn decode_line(line: &[u8]) -> (Option<Event>, bool) {
                 .map(|(i, _)| i)
                 .take(8);
             for start in starts {
-                if let Ok(ev) = Event::decode(&line[start..]) {
+                if let Ok(ev) = Event::decode_read_at(&line[start..], received) {
                     return (Some(ev), true);
                 }
             }

@@ -184,6 +184,7 @@ impl Source {
                 }
             };
             last_frame = Instant::now();
+            self.sink.read_at(last_frame);
             let end = match frame {
                 Some(Ok(frame)) => self.read_burst(frame, body),
                 Some(Err(e)) => Some(Err(http::failed(&self.endpoint, &e))),

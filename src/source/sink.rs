@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::dedup::Dedup;
-use super::framer::{Lines, MAX_LINE_BYTES, decode_line};
+use super::framer::{Lines, MAX_LINE_BYTES, decode_line_read_at};
 use crate::dispatch::Enqueue;
 use crate::event::{Event, Labels};
 use crate::internal_events::InternalEvent;
@@ -57,6 +57,9 @@ pub struct Sink {
     warnings: WarnLimit,
     /// When the last batch was handed over.
     handed: Option<Instant>,
+    /// When the bytes being cut into lines were read: every event's
+    /// `received` (one clock read per socket read, not per event).
+    read_at: Instant,
 }
 
 impl Lines for Sink {
@@ -65,7 +68,7 @@ impl Lines for Sink {
         if line.is_empty() {
             return;
         }
-        let (event, malformed) = decode_line(line);
+        let (event, malformed) = decode_line_read_at(line, self.read_at);
         let anchored = std::mem::take(&mut self.expect_anchor);
         if malformed {
             let log = self.warnings.allow(&self.metrics);
@@ -121,6 +124,7 @@ impl Sink {
             delivered: 0,
             warnings: WarnLimit::default(),
             handed: None,
+            read_at: Instant::now(),
         }
     }
 
@@ -162,6 +166,11 @@ impl Sink {
             }
         }
         self.metrics.set_queue_depth(self.queue.depth());
+    }
+
+    /// The bytes fed from now on were read at `at`.
+    pub fn read_at(&mut self, at: Instant) {
+        self.read_at = at;
     }
 
     /// Hands the events read so far over unless the last hand-off was less
