@@ -189,6 +189,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         .unwrap_or_else(crate::config::this_host);
     let notifier = Notifier::start(&config.notify, &config.state.dir, host, metrics.clone());
     let (queue_tx, queue_rx) = crate::dispatch::queue(config.dispatch.queue_capacity);
+    metrics.watch_queue_depth(queue_tx.depth_source());
     let own = Arc::new(crate::dispatch::OwnQueue::new(
         queue_tx.clone(),
         metrics.clone(),
@@ -250,7 +251,6 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         rules_rx,
         ctx,
         config.dispatch.max_concurrency,
-        config.dispatch.queue_capacity,
         handlers.clone(),
         progress.clone(),
     );

@@ -10,15 +10,17 @@
 //! container's events run in order, one at a time), lanes run concurrently,
 //! and at most `max_concurrency` handler runs are in flight overall.
 //!
-//! Memory stays bounded: an event holds an in-flight permit from the moment it
-//! leaves the queue until its handlers finish, and there are as many permits as
-//! queue slots. When handlers fall behind, the dispatcher waits for permits,
-//! the queue fills, and the reader drops (and counts) events instead of
-//! stalling the stream.
+//! Memory stays bounded by one budget, `queue_capacity` events read and not
+//! yet handled: an event keeps its place from the moment the reader queues it
+//! until its handlers finish, whether it waits in the queue or in a lane.
+//! When handlers fall behind, the budget runs out and the reader drops (and
+//! counts) events instead of stalling the stream; the dispatcher itself never
+//! waits for room.
 //!
-//! This file is long because its unit test drives the whole dispatcher (order
-//! within a container, concurrency across them, a panicking handler) and the
-//! inline path shares `Lanes` with the lanes: splitting would expose both.
+//! This file is long because its unit tests drive the whole dispatcher (order
+//! within a container, concurrency across them, a panicking handler, the
+//! budget) and the inline path shares `Lanes` with the lanes: splitting would
+//! expose both.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -27,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -46,7 +48,8 @@ use crate::rules::{Rule, Ruleset};
 /// time: one send (and at most one wake-up) per batch, not per event.
 pub type Batch = Vec<Arc<Event>>;
 
-/// The reader's end of the queue: bounded in events, never waits.
+/// The reader's end of the queue: bounded in events read and not yet
+/// handled (queued, or waiting or running in a lane), never waits.
 #[derive(Clone)]
 pub struct Enqueue {
     tx: mpsc::Sender<Batch>,
@@ -60,7 +63,8 @@ pub struct Dequeue {
     depth: Arc<AtomicUsize>,
 }
 
-/// A queue holding at most `capacity` events.
+/// A queue for at most `capacity` events read and not yet handled: an
+/// event keeps its place in the budget until its handlers finish.
 pub fn queue(capacity: usize) -> (Enqueue, Dequeue) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let depth = Arc::new(AtomicUsize::new(0));
@@ -97,9 +101,14 @@ impl Enqueue {
         self.capacity
     }
 
-    /// Events queued and not yet taken by the dispatcher.
+    /// Events read and not yet handled.
     pub fn depth(&self) -> usize {
         self.depth.load(Ordering::Acquire)
+    }
+
+    /// The count behind [`depth`](Enqueue::depth), for `/metrics`.
+    pub fn depth_source(&self) -> Arc<AtomicUsize> {
+        self.depth.clone()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -144,14 +153,29 @@ impl OwnEvents for OwnQueue {
 }
 
 impl Dequeue {
+    /// The next batch: each of its events holds its place in the budget
+    /// until its [`Held`] is dropped.
     pub async fn recv(&mut self) -> Option<Batch> {
-        let batch = self.rx.recv().await?;
-        self.depth.fetch_sub(batch.len(), Ordering::AcqRel);
-        Some(batch)
+        self.rx.recv().await
+    }
+
+    /// The place of one event taken with [`recv`](Dequeue::recv).
+    pub(crate) fn held(&self) -> Held {
+        Held(self.depth.clone())
     }
 
     pub fn depth(&self) -> usize {
         self.depth.load(Ordering::Acquire)
+    }
+}
+
+/// One event's place in the queue's budget, given back when it is dropped
+/// (its handlers finished, or it was let go at shutdown).
+pub(crate) struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -163,7 +187,7 @@ struct Work {
     rules: Vec<Arc<Rule>>,
     /// The ruleset's observers, if any wants this event.
     observers: Option<Arc<Ruleset>>,
-    _inflight: OwnedSemaphorePermit,
+    _held: Held,
 }
 
 /// The dispatcher task.
@@ -171,7 +195,6 @@ pub struct Dispatcher {
     queue: Dequeue,
     rules: watch::Receiver<Arc<Ruleset>>,
     lanes: Arc<Lanes>,
-    inflight: Arc<Semaphore>,
     progress: Arc<Progress>,
     /// Where the status API's lifecycles and event ring are kept, if any.
     history: Option<Arc<History>>,
@@ -194,7 +217,6 @@ impl Dispatcher {
         rules: watch::Receiver<Arc<Ruleset>>,
         ctx: Arc<Ctx>,
         max_concurrency: usize,
-        max_inflight: usize,
         tracker: TaskTracker,
         progress: Arc<Progress>,
     ) -> Self {
@@ -203,7 +225,6 @@ impl Dispatcher {
             queue,
             rules,
             history: None,
-            inflight: Arc::new(Semaphore::new(max_inflight)),
             progress: progress.clone(),
             lanes: Arc::new(Lanes {
                 queues: Mutex::new(HashMap::new()),
@@ -225,7 +246,7 @@ impl Dispatcher {
     pub async fn run(mut self) {
         let shutdown = self.lanes.shutdown.clone();
         let metrics = self.lanes.ctx.metrics.clone();
-        'batches: loop {
+        loop {
             let batch = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -234,7 +255,6 @@ impl Dispatcher {
                     None => break,
                 },
             };
-            metrics.set_queue_depth(self.queue.depth());
             // The rules in force for this batch: a reload lands between
             // two batches, so between two events.
             let rules = self.rules.borrow().clone();
@@ -245,11 +265,13 @@ impl Dispatcher {
                 history.record(&batch, &self.lanes.ctx.containers);
             }
             for event in batch {
+                let held = self.queue.held();
                 let seq = (!event.synthetic).then(|| self.progress.begin(&event));
                 let matched: Vec<Arc<Rule>> = rules.matching(&event).cloned().collect();
                 let observers = rules.observed(&event).then(|| rules.clone());
                 if matched.is_empty() && observers.is_none() && !Containers::wants(&event) {
                     self.lanes.finish(&event, seq);
+                    drop(held);
                     continue;
                 }
                 for rule in &matched {
@@ -262,22 +284,17 @@ impl Dispatcher {
                 if matched.iter().all(|r| r.handler.never_waits()) && self.lanes.idle(&event) {
                     self.lanes
                         .run_now(&event, &matched, observers.as_deref(), seq);
+                    drop(held);
                     continue;
                 }
-                let permit = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => break 'batches,
-                    p = self.inflight.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break 'batches,
-                    },
-                };
+                // No wait here: the budget taken when the event was queued
+                // bounds what the lanes hold.
                 self.lanes.submit(Work {
                     seq,
                     event,
                     rules: matched,
                     observers,
-                    _inflight: permit,
+                    _held: held,
                 });
             }
         }
@@ -285,7 +302,7 @@ impl Dispatcher {
         if left > 0 {
             info!(
                 events = left,
-                "Dispatcher stopped with events still queued; they are not handled."
+                "Dispatcher stopped with events read and not handled (queued, or in a lane)."
             );
         }
     }
@@ -469,20 +486,21 @@ mod tests {
         Arc::new(Event::decode(line.as_bytes()).expect("decodes"))
     }
 
-    #[tokio::test]
-    async fn per_container_order_and_cross_container_concurrency() {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let probe = Arc::new(Probe { log: log.clone() });
-        let rule = Rule::new("p", &["container.*"], "probe", probe).expect("valid globs");
+    /// One rule on every container event, run by `handler`.
+    fn one_rule(name: &'static str, handler: Arc<dyn Handler>) -> watch::Receiver<Arc<Ruleset>> {
+        let rule = Rule::new(name, &["container.*"], name, handler).expect("valid globs");
         let rules = Arc::new(Ruleset {
             rules: vec![Arc::new(rule)],
             observers: Vec::new(),
             needs_view: true,
         });
-        let (_rules_tx, rules_rx) = watch::channel(rules);
-        let metrics = Arc::new(Metrics::new());
+        // The sender may go: the receiver keeps the last value.
+        watch::channel(rules).1
+    }
+
+    fn ctx(metrics: &Arc<Metrics>) -> Arc<Ctx> {
         let shutdown = CancellationToken::new();
-        let ctx = Arc::new(Ctx {
+        Arc::new(Ctx {
             dry_run: false,
             docker: DockerHandle::default(),
             metrics: metrics.clone(),
@@ -492,11 +510,93 @@ mod tests {
             containers: Arc::default(),
             own: Arc::new(crate::internal_events::Discard),
             notify: crate::notify::NotifyHandle::disabled(),
-        });
+        })
+    }
+
+    /// A dispatcher running one rule (`handler`, at most 8 runs at once)
+    /// over a queue of `capacity`.
+    fn start(
+        name: &'static str,
+        handler: Arc<dyn Handler>,
+        capacity: usize,
+    ) -> (
+        Enqueue,
+        Arc<Metrics>,
+        TaskTracker,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let metrics = Arc::new(Metrics::new());
         let tracker = TaskTracker::new();
-        let (tx, rx) = queue(64);
-        let dispatcher = Dispatcher::new(rx, rules_rx, ctx, 8, 64, tracker.clone(), Arc::default());
-        let task = tokio::spawn(dispatcher.run());
+        let (tx, rx) = queue(capacity);
+        metrics.watch_queue_depth(tx.depth_source());
+        let dispatcher = Dispatcher::new(
+            rx,
+            one_rule(name, handler),
+            ctx(&metrics),
+            8,
+            tracker.clone(),
+            Arc::default(),
+        );
+        (tx, metrics, tracker, tokio::spawn(dispatcher.run()))
+    }
+
+    /// Waits on its gate, which the test opens.
+    struct Gate(Arc<Semaphore>);
+
+    impl Handler for Gate {
+        fn handle<'a>(&'a self, _: &'a Ctx, _: &'a Arc<Event>) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                let _open = self.0.acquire().await;
+                Outcome::Ok
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn events_in_lanes_keep_their_place_in_the_queue_budget() {
+        let gate = Arc::new(Semaphore::new(0));
+        let (tx, metrics, tracker, task) = start("gate", Arc::new(Gate(gate.clone())), 4);
+        let four: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .zip(1..)
+            .map(|(id, t)| event(id, "0", t))
+            .collect();
+        assert!(tx.try_send(four).is_ok());
+        // The dispatcher takes the batch into the lanes, where the
+        // handlers wait: the four are read and not handled.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(tx.depth(), 4);
+        assert!(metrics.render().contains("dockwarden_queue_depth 4"));
+        assert!(
+            tx.try_send(vec![event("e", "0", 5)]).is_err(),
+            "the lanes' events hold the whole budget"
+        );
+        gate.add_permits(100);
+        for _ in 0..200 {
+            if tx.depth() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(tx.depth(), 0, "handled events give their places back");
+        assert!(metrics.render().contains("dockwarden_queue_depth 0"));
+        assert!(tx.try_send(vec![event("e", "0", 5)]).is_ok());
+        drop(tx);
+        task.await.expect("dispatcher ends when the queue closes");
+        tracker.close();
+        tracker.wait().await;
+        assert!(
+            metrics
+                .render()
+                .contains("dockwarden_handler_runs_total{handler=\"gate\",outcome=\"ok\"} 5")
+        );
+    }
+
+    #[tokio::test]
+    async fn per_container_order_and_cross_container_concurrency() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let probe = Arc::new(Probe { log: log.clone() });
+        let (tx, metrics, tracker, task) = start("probe", probe, 64);
         for i in 0..5 {
             let pair = vec![
                 event("a", &i.to_string(), i + 1),
@@ -539,6 +639,6 @@ mod tests {
         assert!(
             text.contains("dockwarden_handler_runs_total{handler=\"probe\",outcome=\"ok\"} 11")
         );
-        assert!(text.contains("dockwarden_rule_matches_total{rule=\"p\"} 12"));
+        assert!(text.contains("dockwarden_rule_matches_total{rule=\"probe\"} 12"));
     }
 }

@@ -10,6 +10,8 @@
 //! This file is long because every metric is declared, registered and
 //! described here once, so the names a dashboard depends on live in one place.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus::{
@@ -31,6 +33,8 @@ pub struct Metrics {
     reconnects: IntCounter,
     event_lag: Histogram,
     queue_depth: IntGauge,
+    /// What `queue_depth` reads at each scrape: the queue's own count.
+    queue_source: OnceLock<Arc<AtomicUsize>>,
     dropped: IntCounter,
     deduplicated: IntCounter,
     actions: IntCounterVec,
@@ -157,7 +161,7 @@ impl Metrics {
             &r,
             IntGauge::new(
                 "dockwarden_queue_depth",
-                "Events read but not yet dispatched.",
+                "Events read but not yet handled (queued, or waiting or running in a container's lane).",
             )
             .expect("valid metric"),
         );
@@ -438,6 +442,7 @@ impl Metrics {
             reconnects,
             event_lag,
             queue_depth,
+            queue_source: OnceLock::new(),
             dropped,
             deduplicated,
             actions,
@@ -481,8 +486,9 @@ impl Metrics {
         self.deduplicated.inc();
     }
 
-    pub fn set_queue_depth(&self, depth: usize) {
-        self.queue_depth.set(depth as i64);
+    /// `dockwarden_queue_depth` is `depth` as each scrape finds it.
+    pub fn watch_queue_depth(&self, depth: Arc<AtomicUsize>) {
+        let _ = self.queue_source.set(depth);
     }
 
     pub fn stream_connected(&self, connected: bool) {
@@ -659,6 +665,9 @@ impl Metrics {
 
     /// Everything, in the Prometheus text format.
     pub fn render(&self) -> String {
+        if let Some(depth) = self.queue_source.get() {
+            self.queue_depth.set(depth.load(Ordering::Acquire) as i64);
+        }
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();
         if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {

@@ -165,7 +165,6 @@ impl Sink {
                 .emit(&self.metrics);
             }
         }
-        self.metrics.set_queue_depth(self.queue.depth());
     }
 
     /// The bytes fed from now on were read at `at`.
