@@ -277,6 +277,13 @@ impl WarnLimit {
 mod tests {
     use super::*;
 
+    /// The queue's channel needs a runtime to exist in; nothing is awaited.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+    }
+
     fn line(i: usize) -> String {
         format!(
             r#"{{"Type":"container","Action":"start","Actor":{{"ID":"c{i}"}},"timeNano":{}}}"#,
@@ -286,9 +293,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_counts_and_asks_for_a_resync() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         let _guard = rt.enter();
         let (tx, _rx) = crate::dispatch::queue(2);
         let metrics = Arc::new(Metrics::new());
@@ -314,9 +319,7 @@ mod tests {
 
     #[test]
     fn a_replay_that_does_not_start_with_the_anchor_asks_for_a_resync() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         let _guard = rt.enter();
         let (tx, _rx) = crate::dispatch::queue(64);
         let metrics = Arc::new(Metrics::new());
@@ -348,9 +351,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_handed_over_at_most_once_a_linger() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         let _guard = rt.enter();
         let (tx, _rx) = crate::dispatch::queue(4096);
         let mut sink = Sink::new(tx, Arc::new(Metrics::new()));
@@ -382,9 +383,7 @@ mod tests {
 
     #[test]
     fn malformed_lines_are_all_counted_though_warnings_are_limited() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
+        let rt = runtime();
         let _guard = rt.enter();
         let (tx, _rx) = crate::dispatch::queue(64);
         let metrics = Arc::new(Metrics::new());
