@@ -72,6 +72,27 @@ impl<'a> FromIterator<(&'a str, &'a str)> for Attributes {
     }
 }
 
+thread_local! {
+    /// Where a decode collects an event's attributes before they are copied
+    /// out at their exact size: grown pair by pair, the two buffers of every
+    /// event would be reallocated a dozen times and held with up to half
+    /// their capacity unused while the event waits in the queue.
+    static SCRATCH: std::cell::RefCell<Attributes> = std::cell::RefCell::default();
+}
+
+/// A scratch buffer grown past this by an outsized event is not kept.
+const SCRATCH_KEPT_BYTES: usize = 64 * 1024;
+
+impl Attributes {
+    /// A copy with no spare capacity.
+    fn exact(&self) -> Attributes {
+        Attributes {
+            buf: self.buf.as_str().into(),
+            spans: self.spans.as_slice().into(),
+        }
+    }
+}
+
 /// A string borrowed from the input when it has no escapes.
 struct MaybeBorrowed<'a>(Cow<'a, str>);
 
@@ -103,13 +124,31 @@ impl<'de> Deserialize<'de> for Attributes {
                 f.write_str("a map of strings")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
-                let mut a = Attributes::default();
-                while let Some((k, v)) =
-                    map.next_entry::<MaybeBorrowed<'de>, MaybeBorrowed<'de>>()?
-                {
-                    a.push(&k.0, &v.0);
-                }
-                Ok(a)
+                let mut fill = |a: &mut Attributes| {
+                    while let Some((k, v)) =
+                        map.next_entry::<MaybeBorrowed<'de>, MaybeBorrowed<'de>>()?
+                    {
+                        a.push(&k.0, &v.0);
+                    }
+                    Ok(())
+                };
+                SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+                    Ok(mut a) => {
+                        a.buf.clear();
+                        a.spans.clear();
+                        let filled = fill(&mut a);
+                        let exact = a.exact();
+                        if a.buf.capacity() > SCRATCH_KEPT_BYTES {
+                            *a = Attributes::default();
+                        }
+                        filled.map(|()| exact)
+                    }
+                    // Not reentrant, but never a panic if it were.
+                    Err(_) => {
+                        let mut a = Attributes::default();
+                        fill(&mut a).map(|()| a)
+                    }
+                })
             }
             fn visit_unit<E>(self) -> Result<Attributes, E> {
                 Ok(Attributes::default())
@@ -143,4 +182,42 @@ pub(super) struct WireActor<'a> {
     pub(super) id: Option<Cow<'a, str>>,
     #[serde(rename = "Attributes", default)]
     pub(super) attributes: Option<Attributes>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(json: &str) -> Attributes {
+        serde_json::from_str(json).expect("a map of strings")
+    }
+
+    #[test]
+    fn decoded_attributes_are_exact_and_independent_of_the_previous_decode() {
+        let long = format!(
+            r#"{{"name":"web-1","com.example.long":"{}"}}"#,
+            "x".repeat(5000)
+        );
+        let big = decode(&long);
+        assert_eq!(big.get("com.example.long").map(str::len), Some(5000));
+        let small = decode(r#"{"image":"busybox","name":"db-\u0031"}"#);
+        assert_eq!(
+            small.iter().collect::<Vec<_>>(),
+            [("image", "busybox"), ("name", "db-1")]
+        );
+        assert_eq!(small.buf.capacity(), small.buf.len());
+        assert_eq!(small.spans.capacity(), small.spans.len());
+        // An outsized event is not kept as scratch: the next is still right.
+        let huge = format!(r#"{{"k":"{}"}}"#, "y".repeat(SCRATCH_KEPT_BYTES + 1));
+        assert_eq!(
+            decode(&huge).get("k").map(str::len),
+            Some(SCRATCH_KEPT_BYTES + 1)
+        );
+        assert_eq!(decode("{}"), Attributes::default());
+        assert!(serde_json::from_str::<Attributes>(r#"{"a":"1","b":2}"#).is_err());
+        assert_eq!(
+            decode(r#"{"a":"1"}"#).iter().collect::<Vec<_>>(),
+            [("a", "1")]
+        );
+    }
 }
