@@ -53,28 +53,17 @@ fn walk(event: &Event, f: &mut impl Feed) {
     f.attributes(&event.attributes);
 }
 
-/// FxHash's mixing step, fed 8 bytes at a time.
-struct FastHash(u64);
+/// foldhash's fast hasher (the one hashbrown uses), seeded per process.
+struct FastHash(foldhash::fast::FoldHasher<'static>);
 
 impl Feed for FastHash {
     fn word(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        self.0.write_u64(w);
     }
 
     fn bytes(&mut self, b: &[u8]) {
-        self.word(b.len() as u64);
-        let mut chunks = b.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.word(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.word(u64::from_le_bytes(w));
-        }
+        self.0.write_usize(b.len());
+        self.0.write(b);
     }
 
     /// The same information in one pass (the dedup window hashes every
@@ -107,19 +96,14 @@ impl Feed for Sha256 {
 pub struct Identity([u8; 16]);
 
 impl Event {
-    /// The event's identity within this process, for the dedup window. A
-    /// fast multiply-rotate hash, seeded per process, so nobody who controls
-    /// label text can aim a collision at a recent event.
+    /// The event's identity within this process, for the dedup window:
+    /// foldhash, seeded per process, so nobody who controls label text can
+    /// aim a collision at a recent event.
     pub fn fingerprint(&self) -> u64 {
-        static SEED: OnceLock<u64> = OnceLock::new();
-        let seed = *SEED.get_or_init(|| {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(0x9e37_79b9_7f4a_7c15);
-            h.finish()
-        });
-        let mut h = FastHash(seed);
+        static SEED: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+        let mut h = FastHash(SEED.get_or_init(Default::default).build_hasher());
         walk(self, &mut h);
-        h.0
+        h.0.finish()
     }
 
     /// The event's identity across processes, for the checkpoint.

@@ -20,7 +20,9 @@ const DEDUP_WINDOW: usize = 4096;
 #[derive(Debug, Default)]
 pub struct Dedup {
     order: VecDeque<u64>,
-    seen: HashSet<u64>,
+    /// Fingerprints are seeded hashes already: foldhash, not SipHash, to
+    /// place them.
+    seen: HashSet<u64, foldhash::fast::RandomState>,
     /// The newest `timeNano` read; the next connection resumes from it.
     last_time_nano: i64,
 }
