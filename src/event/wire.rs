@@ -20,8 +20,18 @@ pub struct Attributes {
 }
 
 impl Attributes {
+    /// Handlers, rules and the view look up a few keys in every event: a
+    /// key's length is compared before its bytes, and no slice is made of
+    /// the pairs that cannot match.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        let bytes = self.buf.as_bytes();
+        self.spans
+            .iter()
+            .find(|&&(k, v, _)| {
+                (v - k) as usize == key.len()
+                    && bytes.get(k as usize..v as usize) == Some(key.as_bytes())
+            })
+            .and_then(|&(_, v, e)| self.buf.get(v as usize..e as usize))
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -205,6 +215,10 @@ mod tests {
             small.iter().collect::<Vec<_>>(),
             [("image", "busybox"), ("name", "db-1")]
         );
+        assert_eq!(small.get("name"), Some("db-1"));
+        assert_eq!(small.get("nam"), None);
+        assert_eq!(small.get("image"), Some("busybox"));
+        assert_eq!(small.get("busybox"), None);
         assert_eq!(small.buf.capacity(), small.buf.len());
         assert_eq!(small.spans.capacity(), small.spans.len());
         // An outsized event is not kept as scratch: the next is still right.
