@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum, RestartPolicyNameEnum,
+    ContainerConfig, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
+    HealthStatusEnum, HostConfig, RestartPolicyNameEnum,
 };
 
 use super::{CHECK_OUTPUT_BYTES, Check, Container, Forgeable, State, plain_name, signal_number};
@@ -15,10 +16,13 @@ const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 impl Container {
     pub fn from_inspect(info: &ContainerInspectResponse) -> Container {
-        let config = info.config.clone().unwrap_or_default();
-        let host = info.host_config.clone().unwrap_or_default();
-        let policy = host.restart_policy.unwrap_or_default();
-        let state = info.state.clone().unwrap_or_default();
+        // Borrowed: an inspect is large (HostConfig alone has dozens of
+        // fields), and the view keeps a few of them.
+        let (no_config, no_host, no_state) = Default::default();
+        let config: &ContainerConfig = info.config.as_ref().unwrap_or(&no_config);
+        let host: &HostConfig = info.host_config.as_ref().unwrap_or(&no_host);
+        let state: &ContainerState = info.state.as_ref().unwrap_or(&no_state);
+        let policy = host.restart_policy.as_ref();
         let labels: HashMap<String, String> = config.labels.clone().unwrap_or_default();
         let probe = config
             .healthcheck
@@ -63,14 +67,14 @@ impl Container {
                 signal: labels.contains_key("signal"),
             },
             labels,
-            user: config.user.unwrap_or_default(),
-            restart_policy: match policy.name {
+            user: config.user.clone().unwrap_or_default(),
+            restart_policy: match policy.and_then(|p| p.name) {
                 Some(RestartPolicyNameEnum::ALWAYS) => "always",
                 Some(RestartPolicyNameEnum::UNLESS_STOPPED) => "unless-stopped",
                 Some(RestartPolicyNameEnum::ON_FAILURE) => "on-failure",
                 _ => "no",
             },
-            max_retries: policy.maximum_retry_count.unwrap_or(0),
+            max_retries: policy.and_then(|p| p.maximum_retry_count).unwrap_or(0),
             probe,
             stop_signal,
             state: State {
@@ -87,7 +91,7 @@ impl Container {
                 running: state.running.unwrap_or(false),
                 exit_code: state.exit_code.unwrap_or(0),
                 oom_killed: state.oom_killed.unwrap_or(false),
-                health: match state.health.and_then(|h| h.status) {
+                health: match state.health.as_ref().and_then(|h| h.status) {
                     Some(HealthStatusEnum::HEALTHY) => "healthy",
                     Some(HealthStatusEnum::UNHEALTHY) => "unhealthy",
                     Some(HealthStatusEnum::STARTING) => "starting",
@@ -97,10 +101,12 @@ impl Container {
                 memory: host.memory.unwrap_or(0),
                 started_at: state
                     .started_at
+                    .clone()
                     .filter(|t| t != ZERO_TIME)
                     .unwrap_or_default(),
                 finished_at: state
                     .finished_at
+                    .clone()
                     .filter(|t| t != ZERO_TIME)
                     .unwrap_or_default(),
             },
