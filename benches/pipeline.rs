@@ -27,7 +27,8 @@
 //! consumed), CPU seconds per million events (utime + stime of the process
 //! from `/proc/<pid>/stat`, from when the events start until dockwarden's
 //! handlers are done; startup excluded), peak RSS (`VmHWM`, read while it
-//! still runs), and events dropped (dockwarden's
+//! still runs; with the most `RssAnon` a poll saw: the process's own
+//! memory, as against the pages of its code), and events dropped (dockwarden's
 //! `dockwarden_events_dropped_total`; for the others, offered minus
 //! counted). dockwarden has consumed everything when the sum of
 //! `dockwarden_events_total` over every type but its own `dockwarden`

@@ -88,6 +88,9 @@ pub struct Measure {
     /// CPU of this process meanwhile: the replay server, and the polling.
     pub server_cpu_secs: f64,
     pub peak_rss_kb: u64,
+    /// The most `RssAnon` seen at a poll (heap, stacks: what is the
+    /// process's own); the rest of RSS is mapped files (its code, libc).
+    pub peak_anon_kb: u64,
     /// `(events read, VmRSS kB)` at the points asked for (dockwarden).
     pub rss_at: Vec<(u64, u64)>,
     pub server: Stats,
@@ -283,6 +286,7 @@ fn measure(
         cpu_secs: 0.0,
         server_cpu_secs: 0.0,
         peak_rss_kb: 0,
+        peak_anon_kb: 0,
         rss_at: Vec::new(),
         server: Stats::default(),
         notes: Vec::new(),
@@ -316,6 +320,7 @@ fn measure(
             m.rss_at.push((*at, status_kb(pid, "VmRSS").unwrap_or(0)));
         }
         m.peak_rss_kb = m.peak_rss_kb.max(status_kb(pid, "VmHWM").unwrap_or(0));
+        m.peak_anon_kb = m.peak_anon_kb.max(status_kb(pid, "RssAnon").unwrap_or(0));
         if done {
             break;
         }

@@ -17,6 +17,10 @@ pub struct Idle {
     pub secs: u64,
     pub rss_kb: u64,
     pub hwm_kb: u64,
+    /// `RssAnon` and `RssFile` at the end: the process's own memory, and
+    /// the pages of its binary and libraries it has mapped.
+    pub anon_kb: u64,
+    pub file_kb: u64,
     pub cpu_secs: f64,
 }
 
@@ -83,6 +87,8 @@ pub fn run(b: &Bench, secs: u64, lock: Option<PathBuf>) -> Result<Idle, String> 
             secs,
             rss_kb: status_kb(pid, "VmRSS").unwrap_or(0),
             hwm_kb: status_kb(pid, "VmHWM").unwrap_or(0),
+            anon_kb: status_kb(pid, "RssAnon").unwrap_or(0),
+            file_kb: status_kb(pid, "RssFile").unwrap_or(0),
             cpu_secs: cpu_ticks(pid).unwrap_or(base).saturating_sub(base) as f64 / b.clk_tck,
         })
     })();
