@@ -151,11 +151,17 @@ impl Notifier {
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
         let drain = CancellationToken::new();
-        let client = match client::build() {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot build the HTTP client; notifications will be dropped.");
-                None
+        // Built only for targets: building it loads rustls and the bundled
+        // roots, code and data that stay resident after.
+        let client = if config.targets.is_empty() {
+            None
+        } else {
+            match client::build() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "Cannot build the HTTP client; notifications will be dropped.");
+                    None
+                }
             }
         };
         let dir = spool_dir.join("notify");
