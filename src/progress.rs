@@ -74,6 +74,9 @@ impl Checkpoint {
 /// neighbour keeps only its identity: a run of those could grow unbounded.
 const HELD_WHOLE: usize = 1024;
 
+/// Slot capacity kept whatever the load (a few hundred kB at most).
+const SHRINK_ABOVE: usize = 8192;
+
 struct Slot {
     time_nano: i64,
     /// The event, while its identity may still be needed.
@@ -180,6 +183,7 @@ impl Progress {
                 slot.id = slot.event.take().map(|e| e.identity());
             }
         }
+        let before = inner.slots.len();
         while inner.slots.front().is_some_and(|s| s.done) {
             let Some(slot) = inner.slots.pop_front() else {
                 break;
@@ -199,6 +203,16 @@ impl Progress {
                 }
             }
             inner.changed = true;
+        }
+        // A burst behind a slow event grew the slots far past what is in
+        // flight once it is done: give that memory back (a VecDeque never
+        // shrinks by itself).
+        let slots = &mut inner.slots;
+        if slots.len() < before
+            && slots.capacity() > SHRINK_ABOVE
+            && slots.len() < slots.capacity() / 8
+        {
+            slots.shrink_to(slots.len().max(SHRINK_ABOVE / 2) * 2);
         }
     }
 
@@ -424,6 +438,29 @@ mod tests {
         assert_eq!(m.ids, ids, "every event of the last nanosecond, in order");
         assert!(tied.iter().all(|e| m.covers(e)));
         assert!(!m.covers(&ev(n, "w")));
+    }
+
+    #[test]
+    fn the_slots_of_a_burst_are_given_back_once_it_has_passed() {
+        let p = Progress::new(None);
+        let slow = p.begin(&ev(1, "slow"));
+        let n = SHRINK_ABOVE as i64 * 8;
+        for t in 2..n {
+            let seq = p.begin(&ev(t, "e"));
+            p.done(seq);
+        }
+        assert!(lock(&p.inner).slots.capacity() >= n as usize - 1);
+        p.done(slow);
+        assert_eq!(p.mark().time_nano, n - 1);
+        let kept = lock(&p.inner).slots.capacity();
+        assert!(
+            kept <= SHRINK_ABOVE,
+            "{kept} slots of capacity kept after a burst of {n} behind a slow event"
+        );
+        // And it still works after.
+        let seq = p.begin(&ev(n, "after"));
+        p.done(seq);
+        assert_eq!(p.mark().time_nano, n);
     }
 
     #[test]
