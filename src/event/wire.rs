@@ -146,12 +146,11 @@ impl<'de> Deserialize<'de> for Attributes {
                     Ok(mut a) => {
                         a.buf.clear();
                         a.spans.clear();
-                        let filled = fill(&mut a);
-                        let exact = a.exact();
+                        let decoded = fill(&mut a).map(|()| a.exact());
                         if a.buf.capacity() > SCRATCH_KEPT_BYTES {
                             *a = Attributes::default();
                         }
-                        filled.map(|()| exact)
+                        decoded
                     }
                     // Not reentrant, but never a panic if it were.
                     Err(_) => {
