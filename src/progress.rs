@@ -11,6 +11,10 @@
 //!
 //! It owns the watermark and the file format; it must not decide what to do
 //! without a checkpoint (the app resyncs).
+//!
+//! This file is long because the watermark's edge cases (ties in one
+//! nanosecond, runs let go behind a slow event, bursts given back) are
+//! tested beside the one `done` that handles them.
 
 use std::collections::VecDeque;
 use std::fs;
