@@ -187,7 +187,6 @@ impl Progress {
                 slot.id = slot.event.take().map(|e| e.identity());
             }
         }
-        let before = inner.slots.len();
         while inner.slots.front().is_some_and(|s| s.done) {
             let Some(slot) = inner.slots.pop_front() else {
                 break;
@@ -212,10 +211,7 @@ impl Progress {
         // flight once it is done: give that memory back (a VecDeque never
         // shrinks by itself).
         let slots = &mut inner.slots;
-        if slots.len() < before
-            && slots.capacity() > SHRINK_ABOVE
-            && slots.len() < slots.capacity() / 8
-        {
+        if slots.capacity() > SHRINK_ABOVE && slots.len() < slots.capacity() / 8 {
             slots.shrink_to(slots.len().max(SHRINK_ABOVE / 2) * 2);
         }
     }

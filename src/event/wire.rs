@@ -93,16 +93,6 @@ thread_local! {
 /// A scratch buffer grown past this by an outsized event is not kept.
 const SCRATCH_KEPT_BYTES: usize = 64 * 1024;
 
-impl Attributes {
-    /// A copy with no spare capacity.
-    fn exact(&self) -> Attributes {
-        Attributes {
-            buf: self.buf.as_str().into(),
-            spans: self.spans.as_slice().into(),
-        }
-    }
-}
-
 /// A string borrowed from the input when it has no escapes.
 struct MaybeBorrowed<'a>(Cow<'a, str>);
 
@@ -146,7 +136,8 @@ impl<'de> Deserialize<'de> for Attributes {
                     Ok(mut a) => {
                         a.buf.clear();
                         a.spans.clear();
-                        let decoded = fill(&mut a).map(|()| a.exact());
+                        // A clone allocates exactly what it copies.
+                        let decoded = fill(&mut a).map(|()| a.clone());
                         if a.buf.capacity() > SCRATCH_KEPT_BYTES {
                             *a = Attributes::default();
                         }
