@@ -62,6 +62,9 @@
 //!   else `/var/run/docker.sock`) that long, then read its RSS and the CPU it
 //!   used meanwhile. With `PIPELINE_ENGINE_LOCK=FILE` it holds an exclusive
 //!   flock on FILE meanwhile (the lock engine tests take, if any).
+//! - `PIPELINE_IDLE_BIN` (this build's): the dockwarden binary the idle run
+//!   starts, e.g. the static one `scripts/image` puts in the image,
+//!   `target/x86_64-unknown-linux-musl/release/dockwarden`.
 //! - `PIPELINE_SERVER_THREADS` (1): the replay server's tokio workers.
 //! - `PIPELINE_KEEP=1`: keep the temp dir (each consumer's log, dockwarden's
 //!   rules and audit log); it is kept anyway when a run fails.
@@ -136,6 +139,7 @@ struct Config {
     /// The flat run's offered rate (events/s); None: as fast as it can.
     flat_rate: Option<f64>,
     idle: Option<u64>,
+    idle_bin: PathBuf,
     lock: Option<PathBuf>,
     keep: bool,
 }
@@ -181,6 +185,8 @@ impl Config {
             flat: flag("PIPELINE_FLAT").then(|| env("PIPELINE_FLAT_EVENTS", 10_000_000)),
             flat_rate: Some(env("PIPELINE_FLAT_RATE", 0.0)).filter(|r| *r > 0.0),
             idle: (idle > 0).then_some(idle),
+            idle_bin: std::env::var_os("PIPELINE_IDLE_BIN")
+                .map_or_else(|| PathBuf::from(sidecar::BIN), PathBuf::from),
             lock: std::env::var_os("PIPELINE_ENGINE_LOCK").map(PathBuf::from),
             keep: flag("PIPELINE_KEEP"),
         }
@@ -257,8 +263,12 @@ fn main() -> ExitCode {
         runs.record(m, 0, Scenario::Flat);
     }
     let idle = cfg.idle.and_then(|secs| {
-        println!("idle: dockwarden against the real engine for {secs} s");
-        idle::run(&bench, secs, cfg.lock.clone())
+        let bin = &cfg.idle_bin;
+        println!(
+            "idle: {} against the real engine for {secs} s",
+            bin.display()
+        );
+        idle::run(&bench, bin, secs, cfg.lock.clone())
             .inspect_err(|e| {
                 runs.failed = true;
                 println!("  FAILED: {e}");

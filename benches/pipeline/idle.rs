@@ -4,7 +4,7 @@
 //! used while idle.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,8 @@ use super::procfs::{cpu_ticks, status_kb, wait_quiet};
 use super::sidecar::{self, default_rules, free_addr, http_get};
 
 pub struct Idle {
+    /// The binary that ran.
+    pub bin: PathBuf,
     pub secs: u64,
     pub rss_kb: u64,
     pub hwm_kb: u64,
@@ -24,10 +26,10 @@ pub struct Idle {
     pub cpu_secs: f64,
 }
 
-/// Runs dockwarden idle for `secs`. With `lock`, holds an exclusive
+/// Runs dockwarden (`bin`) idle for `secs`. With `lock`, holds an exclusive
 /// `flock` on that file the whole time (tests that count the engine's
 /// events take the same lock).
-pub fn run(b: &Bench, secs: u64, lock: Option<PathBuf>) -> Result<Idle, String> {
+pub fn run(b: &Bench, bin: &Path, secs: u64, lock: Option<PathBuf>) -> Result<Idle, String> {
     let _lock = match lock {
         Some(path) => {
             let f = std::fs::OpenOptions::new()
@@ -49,9 +51,9 @@ pub fn run(b: &Bench, secs: u64, lock: Option<PathBuf>) -> Result<Idle, String> 
     let log = dir.join("dockwarden.log");
     let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     let addr = free_addr()?;
-    let mut child = sidecar::command(&rules, addr, &dir, out)?
+    let mut child = sidecar::command_of(bin, &rules, addr, &dir, out)?
         .spawn()
-        .map_err(|e| format!("cannot start dockwarden: {e}"))?;
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
     let pid = child.id();
     let result = (|| {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -84,6 +86,7 @@ pub fn run(b: &Bench, secs: u64, lock: Option<PathBuf>) -> Result<Idle, String> 
             );
         }
         Ok(Idle {
+            bin: bin.to_owned(),
             secs,
             rss_kb: status_kb(pid, "VmRSS").unwrap_or(0),
             hwm_kb: status_kb(pid, "VmHWM").unwrap_or(0),

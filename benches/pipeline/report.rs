@@ -86,13 +86,14 @@ pub fn table(rows: &[Measure], idle: Option<&Idle>) -> String {
     if let Some(i) = idle {
         let _ = writeln!(
             t,
-            "| dockwarden, rules/default.toml, --dry-run, idle against the real engine for {} s | — | — | {:.2} CPU-s in all | {:.1} MB now (peak {:.1} MB) | — | anonymous {:.1} MB, mapped files {:.1} MB |",
+            "| dockwarden, rules/default.toml, --dry-run, idle against the real engine for {} s | — | — | {:.2} CPU-s in all | {:.1} MB now (peak {:.1} MB) | — | anonymous {:.1} MB, mapped files {:.1} MB; {} |",
             i.secs,
             i.cpu_secs,
             mb(i.rss_kb),
             mb(i.hwm_kb),
             mb(i.anon_kb),
-            mb(i.file_kb)
+            mb(i.file_kb),
+            i.bin.display()
         );
     }
     t
@@ -282,12 +283,13 @@ pub fn targets(rows: &[Measure], idle: Option<&Idle>, rate: f64, secs: f64) -> V
             v.push(Verdict::measured(
                 mb(i.rss_kb) <= 10.0,
                 format!(
-                    "RSS idle against the real engine after {} s ≤ 10 MB: {:.1} MB (peak {:.1} MB; anonymous {:.1} MB, mapped files {:.1} MB)",
+                    "RSS idle against the real engine after {} s ≤ 10 MB: {:.1} MB (peak {:.1} MB; anonymous {:.1} MB, mapped files {:.1} MB; {})",
                     i.secs,
                     mb(i.rss_kb),
                     mb(i.hwm_kb),
                     mb(i.anon_kb),
-                    mb(i.file_kb)
+                    mb(i.file_kb),
+                    i.bin.display()
                 ),
             ));
             // ~0: a timer at 1 Hz costs microseconds; busy polling costs

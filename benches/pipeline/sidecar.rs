@@ -9,11 +9,25 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// `dockwarden run --rules RULES --listen ADDR --dry-run --state-dir
-/// DIR/state`, `RUST_LOG=info`, stdout and stderr to `log`.
+/// This build's dockwarden.
+pub const BIN: &str = env!("CARGO_BIN_EXE_dockwarden");
+
+/// `BIN run --rules RULES --listen ADDR --dry-run --state-dir DIR/state`,
+/// `RUST_LOG=info`, stdout and stderr to `log`.
 pub fn command(rules: &Path, addr: SocketAddr, dir: &Path, log: File) -> Result<Command, String> {
+    command_of(Path::new(BIN), rules, addr, dir, log)
+}
+
+/// [`command`] with another dockwarden binary (`scripts/image`'s static one).
+pub fn command_of(
+    bin: &Path,
+    rules: &Path,
+    addr: SocketAddr,
+    dir: &Path,
+    log: File,
+) -> Result<Command, String> {
     let err = log.try_clone().map_err(|e| format!("the log file: {e}"))?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockwarden"));
+    let mut cmd = Command::new(bin);
     cmd.arg("run")
         .arg("--rules")
         .arg(rules)
