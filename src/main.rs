@@ -3,7 +3,8 @@
 //! arguments and calling into the library only; no logic of its own.
 //!
 //! This file is long because clap's declarations of every subcommand and
-//! its flags are the CLI's documentation, kept in one place.
+//! its flags are the CLI's documentation, kept in one place (and the
+//! allocator's options, which must be set before `main`, with their test).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -548,5 +549,41 @@ async fn signals(shutdown: CancellationToken) {
             tracing::warn!(signal = name, "Second signal: exiting now.");
             std::process::exit(130);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    /// What mimalloc says of its options (`MIMALLOC_VERBOSE=1`) in this test
+    /// binary, started again to run no test, with `env` and no other
+    /// `MIMALLOC_*` setting.
+    fn mimalloc_options_with(env: &[(&str, &str)]) -> String {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let out = Command::new(exe)
+            .args(["--exact", "no test has this name"])
+            .env_remove("MIMALLOC_PURGE_DELAY")
+            .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
+            .env("MIMALLOC_VERBOSE", "1")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run the test binary again");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// The options are set by number (the crate exports no constants for
+    /// them): mimalloc naming them shows the numbers are the right ones.
+    #[test]
+    fn mimalloc_commits_lazily_and_purges_after_10_ms_unless_the_environment_says_otherwise() {
+        let text = mimalloc_options_with(&[]);
+        assert!(text.contains("option 'arena_eager_commit': 0 "), "{text}");
+        assert!(text.contains("option 'purge_delay': 10 "), "{text}");
+        let text = mimalloc_options_with(&[
+            ("MIMALLOC_ARENA_EAGER_COMMIT", "1"),
+            ("MIMALLOC_PURGE_DELAY", "250"),
+        ]);
+        assert!(text.contains("option 'arena_eager_commit': 1 "), "{text}");
+        assert!(text.contains("option 'purge_delay': 250 "), "{text}");
     }
 }
