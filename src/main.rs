@@ -55,8 +55,9 @@ const PURGE_DELAY_MS: std::ffi::c_long = 10;
 ///   burst the reader allocates events on its thread and the handlers free
 ///   them on another, so freed pages pile up. 10 ms (mimalloc 2's default)
 ///   gives back 2–3 MB of the peak at full rate and 3–5 MB at an offered
-///   100 k events/s, for the same CPU per event at that rate; 0 gives back
-///   under 1 MB more (`cargo bench --bench pipeline`, side by side).
+///   100 k events/s, for the same CPU per event at that rate (within 5 % at
+///   40 k/s); 0 gives back under 1 MB more (`cargo bench --bench pipeline`,
+///   side by side; README.md, "Performance").
 ///
 /// dockwarden sets them to 0 and 10 ms unless the environment sets them
 /// (`MIMALLOC_ARENA_EAGER_COMMIT`, `MIMALLOC_PURGE_DELAY`; mimalloc has read
