@@ -64,7 +64,7 @@
 //!   flock on FILE meanwhile (the lock engine tests take, if any).
 //! - `PIPELINE_IDLE_BIN` (this build's): the dockwarden binary the idle run
 //!   starts, e.g. the static one `scripts/image` puts in the image,
-//!   `target/x86_64-unknown-linux-musl/release/dockwarden`.
+//!   `target/x86_64-unknown-linux-musl/dist/dockwarden`.
 //! - `PIPELINE_SERVER_THREADS` (1): the replay server's tokio workers.
 //! - `PIPELINE_KEEP=1`: keep the temp dir (each consumer's log, dockwarden's
 //!   rules and audit log); it is kept anyway when a run fails.

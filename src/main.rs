@@ -53,31 +53,28 @@ const PURGE_DELAY_MS: std::ffi::c_long = 10;
 /// - `purge_delay` (1 s in the mimalloc 3 the crate builds) keeps a page
 ///   whose blocks were all freed that long before giving it back; in a
 ///   burst the reader allocates events on its thread and the handlers free
-///   them on another, so freed pages pile up. 10 ms (mimalloc 2's default)
-///   gives back 2–3 MB of the peak at full rate and 3–5 MB at an offered
-///   100 k events/s, for the same CPU per event at that rate (within 5 % at
-///   40 k/s); 0 gives back under 1 MB more (`cargo bench --bench pipeline`,
-///   side by side; README.md, "Performance").
+///   them on another, so freed pages pile up. With 10 ms (mimalloc 2's
+///   default) the peak at full rate is about 3 MB lower, and about 6 MB at
+///   an offered 100 k events/s; CPU per event is the same at that rate and
+///   0–7 % more at 40 k/s; 0 gives back under 1 MB more (README.md,
+///   "Performance").
 ///
-/// dockwarden sets them to 0 and 10 ms unless the environment sets them
-/// (`MIMALLOC_ARENA_EAGER_COMMIT`, `MIMALLOC_PURGE_DELAY`; mimalloc has read
-/// them by then, in its own constructor, and what they say is kept).
+/// `mi_option_set_default` makes 0 and 10 ms the defaults: it changes an
+/// option only while the environment has not set it
+/// (`MIMALLOC_ARENA_EAGER_COMMIT`, `MIMALLOC_PURGE_DELAY`, in any case or
+/// under their legacy names), so what the environment says wins, whether
+/// mimalloc reads it before or after this runs.
 ///
-/// It runs from `.init_array`, after mimalloc's constructor (priority 101)
-/// and before `main`: the first allocation creates that arena, and Rust's
-/// runtime allocates before `main`.
+/// It runs from `.init_array`, before `main`: before or after mimalloc's
+/// own constructor (gcc builds that without a priority, clang with 101),
+/// and before the first allocation of Rust's runtime, which creates the
+/// arena.
 extern "C" fn mimalloc_options() {
     // SAFETY: mimalloc's option functions are plain C with no
     // preconditions; nothing else runs yet (not thread safe, as documented).
-    // Before anything allocates (reading the environment does).
     unsafe {
-        if libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_EAGER_COMMIT) == 2 {
-            libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
-        }
-    }
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: as above.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+        libmimalloc_sys::mi_option_set_default(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
     }
 }
 
@@ -557,34 +554,60 @@ async fn signals(shutdown: CancellationToken) {
 mod tests {
     use std::process::Command;
 
-    /// What mimalloc says of its options (`MIMALLOC_VERBOSE=1`) in this test
-    /// binary, started again to run no test, with `env` and no other
-    /// `MIMALLOC_*` setting.
-    fn mimalloc_options_with(env: &[(&str, &str)]) -> String {
+    unsafe extern "C" {
+        /// Every option with its name and value, on stderr (the crate
+        /// binds no such call).
+        fn mi_options_print();
+    }
+
+    /// Not a test: what [`options_with`] starts this binary again for.
+    #[test]
+    #[ignore = "run by mimalloc_runs_with_dockwarden_s_defaults_unless_the_environment_sets_them"]
+    fn print_mimalloc_options() {
+        // SAFETY: plain C, no preconditions.
+        unsafe { mi_options_print() };
+    }
+
+    /// What mimalloc says of its options in this test binary started again
+    /// with `env` and no other `MIMALLOC_*` variable (in any case).
+    fn options_with(env: &[(&str, &str)]) -> String {
         let exe = std::env::current_exe().expect("the test binary's path");
-        let out = Command::new(exe)
-            .args(["--exact", "no test has this name"])
-            .env_remove("MIMALLOC_PURGE_DELAY")
-            .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
-            .env("MIMALLOC_VERBOSE", "1")
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--ignored",
+            "--exact",
+            "tests::print_mimalloc_options",
+            "--nocapture",
+        ]);
+        for (key, _) in std::env::vars_os() {
+            if key
+                .to_string_lossy()
+                .to_ascii_uppercase()
+                .starts_with("MIMALLOC_")
+            {
+                cmd.env_remove(key);
+            }
+        }
+        let out = cmd
             .envs(env.iter().copied())
             .output()
             .expect("run the test binary again");
+        assert!(out.status.success(), "{out:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// The options are set by number (the crate exports no constants for
     /// them): mimalloc naming them shows the numbers are the right ones.
     #[test]
-    fn mimalloc_commits_lazily_and_purges_after_10_ms_unless_the_environment_says_otherwise() {
-        let text = mimalloc_options_with(&[]);
+    fn mimalloc_runs_with_dockwarden_s_defaults_unless_the_environment_sets_them() {
+        let text = options_with(&[]);
         assert!(text.contains("option 'arena_eager_commit': 0 "), "{text}");
         assert!(text.contains("option 'purge_delay': 10 "), "{text}");
-        let text = mimalloc_options_with(&[
-            ("MIMALLOC_ARENA_EAGER_COMMIT", "1"),
-            ("MIMALLOC_PURGE_DELAY", "250"),
+        let text = options_with(&[
+            ("MIMALLOC_ARENA_EAGER_COMMIT", "2"),
+            ("mimalloc_purge_delay", "250"),
         ]);
-        assert!(text.contains("option 'arena_eager_commit': 1 "), "{text}");
+        assert!(text.contains("option 'arena_eager_commit': 2 "), "{text}");
         assert!(text.contains("option 'purge_delay': 250 "), "{text}");
     }
 }
