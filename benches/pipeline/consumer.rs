@@ -173,7 +173,10 @@ fn spawn(b: &Bench, kind: Kind, dir: &Path, host: &str, events: u64) -> Result<R
             };
             std::fs::write(&rules, text).map_err(|e| format!("{}: {e}", rules.display()))?;
             let addr = free_addr()?;
-            (sidecar::command(&rules, addr, dir, log_file)?, Some(addr))
+            (
+                sidecar::command(Path::new(sidecar::BIN), &rules, addr, dir, log_file)?,
+                Some(addr),
+            )
         }
         Kind::Bollard => {
             let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;

@@ -51,7 +51,7 @@ pub fn run(b: &Bench, bin: &Path, secs: u64, lock: Option<PathBuf>) -> Result<Id
     let log = dir.join("dockwarden.log");
     let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
     let addr = free_addr()?;
-    let mut child = sidecar::command_of(bin, &rules, addr, &dir, out)?
+    let mut child = sidecar::command(bin, &rules, addr, &dir, out)?
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
     let pid = child.id();

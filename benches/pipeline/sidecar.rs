@@ -12,14 +12,10 @@ use std::time::Duration;
 /// This build's dockwarden.
 pub const BIN: &str = env!("CARGO_BIN_EXE_dockwarden");
 
-/// `BIN run --rules RULES --listen ADDR --dry-run --state-dir DIR/state`,
-/// `RUST_LOG=info`, stdout and stderr to `log`.
-pub fn command(rules: &Path, addr: SocketAddr, dir: &Path, log: File) -> Result<Command, String> {
-    command_of(Path::new(BIN), rules, addr, dir, log)
-}
-
-/// [`command`] with another dockwarden binary (`scripts/image`'s static one).
-pub fn command_of(
+/// `bin run --rules RULES --listen ADDR --dry-run --state-dir DIR/state`,
+/// `RUST_LOG=info`, stdout and stderr to `log`. `bin` is [`BIN`], or
+/// another dockwarden binary (`scripts/image`'s static one).
+pub fn command(
     bin: &Path,
     rules: &Path,
     addr: SocketAddr,
