@@ -29,13 +29,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bollard::Docker;
+use crate::docker::Engine;
 
 use crate::docker::{DockerHandle, retry};
 use crate::event::Event;
 use crate::lock::lock;
 
 mod inspect;
+
+pub use inspect::ViewInspect;
 pub mod stats;
 
 /// dockwarden's own actions remembered per container.
@@ -295,7 +297,7 @@ impl Containers {
     /// connection, not across an answer such as 404), which is cached.
     pub async fn lookup(
         &self,
-        docker: &Docker,
+        docker: &Engine,
         id: &str,
     ) -> Result<Arc<Container>, bollard::errors::Error> {
         if let Some(c) = self.get(id) {
@@ -315,11 +317,11 @@ impl Containers {
     /// Inspects container `id` now and caches what it says.
     pub async fn inspect(
         &self,
-        docker: &Docker,
+        docker: &Engine,
         id: &str,
     ) -> Result<Arc<Container>, bollard::errors::Error> {
-        let info = retry(|| docker.inspect_container(id, None)).await?;
-        Ok(self.remember(id, Container::from_inspect(&info)))
+        let info = retry(|| docker.inspect_container_as::<ViewInspect>(id)).await?;
+        Ok(self.remember(id, Container::from_inspect(&info.into())))
     }
 
     /// Caches `container` as the view of `id`.

@@ -16,12 +16,15 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use bollard::{API_DEFAULT_VERSION, Docker};
+use bollard::Docker;
 
+pub mod engine;
+pub mod reads;
 pub mod settings;
 pub mod tls;
 pub mod unix;
 
+pub use engine::{Engine, Transport};
 pub use settings::EngineConfig;
 pub use tls::TlsEndpoint;
 
@@ -129,14 +132,12 @@ impl Endpoint {
         Err(bad("expected unix:///path or tcp://host:port"))
     }
 
-    /// A bollard client for this endpoint, at bollard's default API version
+    /// A client for this endpoint, at bollard's default API version
     /// (negotiate before use). Fails if a unix socket does not exist.
-    pub fn client(&self) -> Result<Docker, DockerError> {
+    pub fn client(&self) -> Result<Engine, DockerError> {
         let made = match self {
             Endpoint::Unix(path) => unix::client(path.clone(), API_TIMEOUT_SECS),
-            Endpoint::Tcp(addr) => {
-                Docker::connect_with_http(addr, API_TIMEOUT_SECS, API_DEFAULT_VERSION)
-            }
+            Endpoint::Tcp(addr) => tcp_client(addr),
             Endpoint::Tls(tls) => return tls.client(API_TIMEOUT_SECS),
         };
         made.map_err(|e| self.unreachable(&e))
@@ -198,6 +199,23 @@ fn causes<'a>(
     }
 }
 
+/// A client for the engine at `addr` over plain HTTP, on kept-alive
+/// connections (as bollard's own HTTP client).
+fn tcp_client(addr: &str) -> Result<Engine, bollard::errors::Error> {
+    use hyper_util::client::legacy::{Client, connect::HttpConnector};
+    let http =
+        Arc::new(Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new()));
+    let transport: Transport = Arc::new(move |request: bollard::BollardRequest| {
+        let http = http.clone();
+        Box::pin(async move {
+            http.request(request)
+                .await
+                .map_err(bollard::errors::Error::from)
+        })
+    });
+    Engine::new(transport, &format!("http://{addr}"), API_TIMEOUT_SECS)
+}
+
 /// The TLS failure behind `err`, if that is what it is.
 pub fn tls_failure<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut all = Vec::new();
@@ -256,12 +274,12 @@ pub fn outliving_stop(docker: &Docker, stop_timeout_secs: u32) -> Docker {
 /// The bollard client handlers use, set once the source has negotiated.
 #[derive(Clone, Default)]
 pub struct DockerHandle {
-    inner: Arc<RwLock<Option<Docker>>>,
+    inner: Arc<RwLock<Option<Engine>>>,
 }
 
 impl DockerHandle {
     /// The client, or [`DockerError::NotConnected`] before the first connect.
-    pub fn get(&self) -> Result<Docker, DockerError> {
+    pub fn get(&self) -> Result<Engine, DockerError> {
         self.inner
             .read()
             .map_err(|_| DockerError::NotConnected)?
@@ -269,7 +287,7 @@ impl DockerHandle {
             .ok_or(DockerError::NotConnected)
     }
 
-    pub fn set(&self, docker: Docker) {
+    pub fn set(&self, docker: Engine) {
         if let Ok(mut slot) = self.inner.write() {
             *slot = Some(docker);
         }

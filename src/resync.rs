@@ -144,7 +144,7 @@ async fn settled(
 /// what the engine says now; returns the number of containers and of
 /// synthetic events queued.
 async fn reconcile(
-    docker: &bollard::Docker,
+    docker: &crate::docker::Engine,
     queue: &Enqueue,
     metrics: &Metrics,
     containers: &Containers,
@@ -210,7 +210,7 @@ async fn reconcile(
 /// the listing and the views of those still there to inspect.
 /// A denied call is reported, never retried here.
 async fn list_all(
-    docker: &bollard::Docker,
+    docker: &crate::docker::Engine,
     containers: &Containers,
     metrics: &Metrics,
 ) -> Result<(Vec<ContainerSummary>, Vec<Arc<Container>>), bollard::errors::Error> {

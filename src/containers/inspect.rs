@@ -6,13 +6,78 @@ use std::collections::HashMap;
 
 use bollard::models::{
     ContainerConfig, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
-    HealthStatusEnum, HostConfig, RestartPolicyNameEnum,
+    HealthConfig, HealthStatusEnum, HostConfig, RestartPolicy, RestartPolicyNameEnum,
 };
+use serde::Deserialize;
 
 use super::{CHECK_OUTPUT_BYTES, Check, Container, Forgeable, State, plain_name, signal_number};
 
 /// The engine's "never" for `StartedAt`/`FinishedAt`.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// A container's inspect as far as the view reads it ([`Container::from_inspect`],
+/// and the exec audit's `ExecIDs`): the engine's answer decoded without
+/// its networks, mounts, environment and most of `HostConfig`, which
+/// serde skips without building them. It becomes a
+/// [`ContainerInspectResponse`] with only these fields set.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ViewInspect {
+    id: Option<String>,
+    name: Option<String>,
+    restart_count: Option<i64>,
+    config: Option<ViewConfig>,
+    host_config: Option<ViewHostConfig>,
+    state: Option<ContainerState>,
+    /// The container's execs the engine still knows.
+    #[serde(rename = "ExecIDs")]
+    pub exec_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ViewConfig {
+    image: Option<String>,
+    user: Option<String>,
+    labels: Option<HashMap<String, String>>,
+    healthcheck: Option<HealthConfig>,
+    shell: Option<Vec<String>>,
+    stop_signal: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ViewHostConfig {
+    memory: Option<i64>,
+    restart_policy: Option<RestartPolicy>,
+}
+
+impl From<ViewInspect> for ContainerInspectResponse {
+    fn from(v: ViewInspect) -> Self {
+        ContainerInspectResponse {
+            id: v.id,
+            name: v.name,
+            restart_count: v.restart_count,
+            config: v.config.map(|c| ContainerConfig {
+                image: c.image,
+                user: c.user,
+                labels: c.labels,
+                healthcheck: c.healthcheck,
+                shell: c.shell,
+                stop_signal: c.stop_signal,
+                ..ContainerConfig::default()
+            }),
+            host_config: v.host_config.map(|h| HostConfig {
+                memory: h.memory,
+                restart_policy: h.restart_policy,
+                ..HostConfig::default()
+            }),
+            state: v.state,
+            exec_ids: v.exec_ids,
+            ..ContainerInspectResponse::default()
+        }
+    }
+}
 
 impl Container {
     pub fn from_inspect(info: &ContainerInspectResponse) -> Container {

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
+use bollard::BollardRequest;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::{self, PemObject};
@@ -26,6 +26,7 @@ use tokio_rustls::TlsConnector;
 use tracing::debug;
 
 use super::DockerError;
+use super::engine::{Engine, Transport};
 
 /// One of the three files, and where its path came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,22 +134,18 @@ impl TlsEndpoint {
     /// client, it keeps no idle connections). Not `Docker::connect_with_ssl`,
     /// which trusts the system's CA store besides `ca.pem` and, when
     /// `cert.pem` cannot be read, silently sends no client certificate.
-    pub fn client(&self, timeout_secs: u64) -> Result<Docker, DockerError> {
+    pub fn client(&self, timeout_secs: u64) -> Result<Engine, DockerError> {
         // Unusable files are reported now, before the first call.
         self.connector()?;
         let tls = Arc::new(self.clone());
-        let transport = move |request: BollardRequest| {
+        let transport: Transport = Arc::new(move |request: BollardRequest| {
             let tls = tls.clone();
-            async move { send(request, &tls).await }
-        };
-        Docker::connect_with_custom_transport(
-            transport,
-            Some(format!("https://{}", self.addr)),
-            timeout_secs,
-            API_DEFAULT_VERSION,
-        )
-        .map_err(|e| DockerError::BadTls {
-            why: format!("cannot set up the TLS client: {e}"),
+            Box::pin(async move { send(request, &tls).await })
+        });
+        Engine::new(transport, &format!("https://{}", self.addr), timeout_secs).map_err(|e| {
+            DockerError::BadTls {
+                why: format!("cannot set up the TLS client: {e}"),
+            }
         })
     }
 }

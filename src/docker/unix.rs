@@ -18,11 +18,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
+use bollard::BollardRequest;
 use hyper::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::UnixStream;
+
+use super::engine::{Engine, Transport};
+use super::reads::Reads;
 
 /// Idle connections kept: as many as handler runs in flight at once
 /// (`[dispatch] max_concurrency`, 64 by default), each making at most one
@@ -56,9 +59,9 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-/// A bollard client for the socket at `path` (which must exist, as for
-/// bollard's own), whose calls share kept-alive connections.
-pub fn client(path: PathBuf, timeout_secs: u64) -> Result<Docker, bollard::errors::Error> {
+/// A client for the socket at `path` (which must exist, as for bollard's
+/// own), whose calls share kept-alive connections.
+pub fn client(path: PathBuf, timeout_secs: u64) -> Result<Engine, bollard::errors::Error> {
     if !path.exists() {
         return Err(bollard::errors::Error::SocketNotFoundError(
             path.display().to_string(),
@@ -69,21 +72,16 @@ pub fn client(path: PathBuf, timeout_secs: u64) -> Result<Docker, bollard::error
         .pool_max_idle_per_host(MAX_IDLE)
         .pool_idle_timeout(IDLE_TIMEOUT)
         .pool_timer(hyper_util::rt::TokioTimer::new());
-    let http = Arc::new(builder.build(Connector {
-        path: Arc::new(path),
-    }));
-    let transport = move |request: BollardRequest| {
+    let path = Arc::new(path);
+    let reads = Reads::new(path.clone());
+    let http = Arc::new(builder.build(Connector { path }));
+    let transport: Transport = Arc::new(move |request: BollardRequest| {
         let http = http.clone();
-        async move {
+        Box::pin(async move {
             http.request(request)
                 .await
                 .map_err(bollard::errors::Error::from)
-        }
-    };
-    Docker::connect_with_custom_transport(
-        transport,
-        Some(AUTHORITY),
-        timeout_secs,
-        API_DEFAULT_VERSION,
-    )
+        })
+    });
+    Ok(Engine::new(transport, AUTHORITY, timeout_secs)?.reading_with(reads))
 }

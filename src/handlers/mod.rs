@@ -201,7 +201,11 @@ impl Ctx {
 
     /// The view of container `id` (inspected now if it is not cached), or
     /// None if the engine cannot tell; a denied inspect is reported.
-    pub async fn container(&self, docker: &bollard::Docker, id: &str) -> Option<Arc<Container>> {
+    pub async fn container(
+        &self,
+        docker: &crate::docker::Engine,
+        id: &str,
+    ) -> Option<Arc<Container>> {
         match self.containers.lookup(docker, id).await {
             Ok(c) => Some(c),
             Err(e) => {

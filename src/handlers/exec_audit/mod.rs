@@ -29,7 +29,6 @@ pub(crate) mod record;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bollard::Docker;
 use bollard::models::ExecInspectResponse;
 use serde_json::Value;
 use tracing::{debug, warn};
@@ -38,6 +37,8 @@ use super::{About, BoxFuture, Ctx, Factory, Handler, HandlerError, Observer, Out
 use crate::audit::{Record, Severity};
 use crate::config::table::Table;
 use crate::containers::Container;
+use crate::containers::ViewInspect;
+use crate::docker::Engine;
 use crate::docker::calls::Call;
 use crate::docker::retry;
 use crate::event::Event;
@@ -76,7 +77,7 @@ pub struct ExecAuditor {
 
 /// A denial is reported, and never retried.
 async fn inspect_exec(
-    docker: &Docker,
+    docker: &Engine,
     metrics: &Metrics,
     id: &str,
 ) -> Result<ExecInspectResponse, bollard::errors::Error> {
@@ -144,7 +145,7 @@ impl ExecAudit {
     /// The exec this `exec_start` is about, verified with the engine.
     async fn find_exec(
         &self,
-        (docker, metrics): (&Docker, &Metrics),
+        (docker, metrics): (&Engine, &Metrics),
         event: &Event,
         container: Option<&Container>,
     ) -> Option<ExecInspectResponse> {
@@ -161,7 +162,7 @@ impl ExecAudit {
         }
         // The attribute is a label (or wrong): look among the container's
         // running execs for the one not yet audited that runs this command.
-        let info = retry(|| docker.inspect_container(&event.actor_id, None))
+        let info = retry(|| docker.inspect_container_as::<ViewInspect>(&event.actor_id))
             .await
             .inspect_err(|e| {
                 report(metrics, Call::ContainerInspect, &event.actor_id, e);
@@ -181,7 +182,7 @@ impl ExecAudit {
         if found.len() == 1 { found.pop() } else { None }
     }
 
-    async fn started(&self, ctx: &Ctx, docker: &Docker, event: &Arc<Event>) -> Outcome {
+    async fn started(&self, ctx: &Ctx, docker: &Engine, event: &Arc<Event>) -> Outcome {
         let container = ctx.container(docker, &event.actor_id).await;
         let exec = self
             .find_exec((docker, &ctx.metrics), event, container.as_deref())
@@ -248,7 +249,7 @@ impl ExecAudit {
 
     /// Writes the end record of an exec that never started, once the engine
     /// reports it finished.
-    fn check_failed_start(&self, ctx: &Ctx, docker: Docker, exec_id: String) {
+    fn check_failed_start(&self, ctx: &Ctx, docker: Engine, exec_id: String) {
         let state = self.state.clone();
         let audit = ctx.audit.clone();
         let shutdown = ctx.shutdown.clone();
@@ -302,7 +303,7 @@ impl ExecAudit {
         }
     }
 
-    async fn ended(&self, ctx: &Ctx, docker: &Docker, event: &Arc<Event>) -> Outcome {
+    async fn ended(&self, ctx: &Ctx, docker: &Engine, event: &Arc<Event>) -> Outcome {
         let container = ctx.container(docker, &event.actor_id).await;
         let trusted = container.as_ref().is_some_and(|c| !c.forgeable.exec_id);
         let claimed = event.attr("execID").map(str::to_owned);

@@ -149,7 +149,7 @@ pub(super) struct Plan {
 
 /// After a backoff: is the action still wanted? Some(reason) if not.
 async fn no_longer_needed(
-    docker: &Docker,
+    docker: &crate::docker::Engine,
     metrics: &crate::metrics::Metrics,
     healer: &Healer,
     facts: &Facts,
@@ -162,8 +162,11 @@ async fn no_longer_needed(
     {
         return Some("stopped or killed through the API meanwhile");
     }
-    let now = match docker.inspect_container(&facts.id, None).await {
-        Ok(info) => Facts::from_inspect(&info),
+    let now = match docker
+        .inspect_container_as::<crate::containers::ViewInspect>(&facts.id)
+        .await
+    {
+        Ok(info) => Facts::from_inspect(&info.into()),
         // Denied: acting blind could restart a container that recovered.
         Err(e) if report(metrics, Call::ContainerInspect, &facts.name, &e) => {
             return Some("inspecting it was denied by the socket proxy");

@@ -1,0 +1,210 @@
+//! The engine's API as handlers call it: bollard's client, and the two reads
+//! that handlers make on most events, done on the same transport without
+//! bollard.
+//!
+//! With the default rules every `exec_start` costs an exec inspect and
+//! every `create` a container inspect (the exec audit verifies what the
+//! event cannot tell). bollard builds each request through `url` (parse,
+//! join, percent-encode) and decodes a container's whole inspect, dozens of
+//! `HostConfig` fields, networks and mounts, into owned values, when the
+//! view keeps a few of them: at an offered 100 k events/s that was a sixth
+//! of the handlers' thread. [`Engine::inspect_exec`] and
+//! [`Engine::inspect_container_as`] send the same `GET` on the same
+//! connections, and the latter decodes only the shape its caller asks for
+//! (the container view's). Their errors are bollard's (a refusal is `DockerResponseServerError`, as the callers'
+//! retry and denial reporting expect). Every other call is bollard's
+//! ([`Engine`] derefs to [`Docker`]).
+//!
+//! It must not decide what to call or when: handlers do.
+
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::errors::Error;
+use bollard::models::ExecInspectResponse;
+use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::de::DeserializeOwned;
+
+use super::reads::Reads;
+
+/// What sends one request to the engine and gives back its response: the
+/// kept-alive unix client, a TLS connection of its own, or plain HTTP.
+pub type Transport = Arc<
+    dyn Fn(
+            BollardRequest,
+        )
+            -> Pin<Box<dyn Future<Output = Result<hyper::Response<Incoming>, Error>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What a path segment keeps as it is: RFC 3986's unreserved characters.
+/// IDs are hex; anything else is escaped, as bollard's `url` would.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `id` as one path segment; `.`, `..` and nothing are no ID.
+fn segment(id: &str) -> Result<String, Error> {
+    if matches!(id, "" | "." | "..") {
+        return Err(Error::IOError {
+            err: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("not an ID: {id:?}"),
+            ),
+        });
+    }
+    Ok(utf8_percent_encode(id, SEGMENT).to_string())
+}
+
+/// bollard's client and the transport under it.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    transport: Transport,
+    /// What bollard puts before `/v1.NN/…`: `http://docker.sock`,
+    /// `http://host:port`, `https://host:port`.
+    base: Arc<str>,
+    /// How long the response headers may take (bollard's timeout).
+    timeout: Duration,
+    /// Over the unix socket, [`get`](Engine::get) reads in its own task
+    /// ([`Reads`]); else through `transport`.
+    reads: Option<Arc<Reads>>,
+}
+
+impl Deref for Engine {
+    type Target = Docker;
+
+    fn deref(&self) -> &Docker {
+        &self.docker
+    }
+}
+
+/// The engine's error body, `{"message": "…"}`.
+#[derive(serde::Deserialize)]
+struct ServerMessage {
+    message: String,
+}
+
+impl Engine {
+    /// A client whose every request goes through `transport`, to `base`
+    /// (scheme and authority), at bollard's default API version until
+    /// [`negotiate_version`](Engine::negotiate_version).
+    pub fn new(transport: Transport, base: &str, timeout_secs: u64) -> Result<Engine, Error> {
+        let send = transport.clone();
+        let docker = Docker::connect_with_custom_transport(
+            move |request: BollardRequest| send(request),
+            Some(base),
+            timeout_secs,
+            API_DEFAULT_VERSION,
+        )?;
+        Ok(Engine {
+            docker,
+            transport,
+            base: base.into(),
+            timeout: Duration::from_secs(timeout_secs),
+            reads: None,
+        })
+    }
+
+    /// The same client, its reads of [`get`](Engine::get) done by `reads`.
+    pub fn reading_with(self, reads: Reads) -> Engine {
+        Engine {
+            reads: Some(Arc::new(reads)),
+            ..self
+        }
+    }
+
+    /// Asks the engine which API version to speak, as bollard does.
+    pub async fn negotiate_version(self) -> Result<Engine, Error> {
+        let docker = self.docker.clone().negotiate_version().await?;
+        Ok(Engine { docker, ..self })
+    }
+
+    /// The same client, waiting `timeout` for response headers.
+    pub fn with_timeout(&self, timeout: Duration) -> Engine {
+        Engine {
+            docker: self.docker.clone().with_timeout(timeout),
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    /// `GET /containers/{id}/json`, decoded as `T`: a shape with only the
+    /// fields its caller reads (the container view's) skips the rest.
+    pub async fn inspect_container_as<T: DeserializeOwned>(&self, id: &str) -> Result<T, Error> {
+        let path = format!("/containers/{}/json", segment(id)?);
+        let body = self.get(&path).await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// `GET /exec/{id}/json`.
+    pub async fn inspect_exec(&self, id: &str) -> Result<ExecInspectResponse, Error> {
+        let path = format!("/exec/{}/json", segment(id)?);
+        let body = self.get(&path).await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// `GET /v1.NN{path}`: the body of a successful answer; any other is
+    /// an error as bollard makes it (the engine's message, else its body).
+    async fn get(&self, path: &str) -> Result<Bytes, Error> {
+        let version = self.docker.client_version();
+        let target = format!(
+            "/v{}.{}{path}",
+            version.major_version, version.minor_version
+        );
+        let (status, body) = match &self.reads {
+            Some(reads) => {
+                let answer = reads.get(&target, self.timeout).await?;
+                (answer.status, answer.body)
+            }
+            None => {
+                let request = hyper::Request::get(format!("{}{target}", self.base))
+                    .header(hyper::header::CONTENT_TYPE, "application/json")
+                    .body(bollard::body_full(Bytes::new()))?;
+                let response = tokio::time::timeout(self.timeout, (self.transport)(request))
+                    .await
+                    .map_err(|_| Error::RequestTimeoutError)??;
+                let status = response.status().as_u16();
+                (status, response.into_body().collect().await?.to_bytes())
+            }
+        };
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let message = match serde_json::from_slice::<ServerMessage>(&body) {
+            Ok(m) => m.message,
+            Err(_) => String::from_utf8_lossy(&body).into_owned(),
+        };
+        Err(Error::DockerResponseServerError {
+            status_code: status,
+            message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_one_path_segment() {
+        let seg = |s| segment(s).ok();
+        assert_eq!(seg("3f2a9c01").as_deref(), Some("3f2a9c01"));
+        assert_eq!(seg("web-1_a.b~c").as_deref(), Some("web-1_a.b~c"));
+        assert_eq!(seg("../../_ping").as_deref(), Some("..%2F..%2F_ping"));
+        assert_eq!(seg("a?b#c d").as_deref(), Some("a%3Fb%23c%20d"));
+        for no_id in ["", ".", ".."] {
+            assert_eq!(seg(no_id), None, "{no_id:?}");
+        }
+    }
+}
