@@ -34,6 +34,9 @@ use crate::internal_events::audit::{
 use crate::json::EncodeError;
 use crate::metrics::Metrics;
 
+/// How long the writer lets records gather after the first of a burst.
+const LINGER: Duration = Duration::from_millis(2);
+
 pub(super) enum Msg {
     Record(Record),
     /// Write everything, sync, and stop.
@@ -114,6 +117,14 @@ impl Writer {
             match rx.recv_timeout(wait) {
                 Ok(msg) => {
                     closing |= self.take(msg);
+                    // Let a burst gather before taking it: while this thread
+                    // waits in `recv`, every record sent wakes it (a futex
+                    // call and a context switch on the handlers' thread:
+                    // 5 % of it at an offered 100 k events/s). Asleep, it
+                    // is not woken; the queue holds 8192 records.
+                    if !closing {
+                        std::thread::sleep(LINGER);
+                    }
                     // Batch whatever else is already queued.
                     while let Ok(msg) = rx.try_recv() {
                         closing |= self.take(msg);
