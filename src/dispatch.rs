@@ -275,7 +275,7 @@ impl Dispatcher {
                     continue;
                 }
                 for rule in &matched {
-                    metrics.rule_matched(&rule.name);
+                    rule.series(&metrics).matched();
                 }
                 // Work that never waits, of a container with nothing
                 // pending, is done right here: no task, no wake-up, and its
@@ -355,8 +355,8 @@ impl Lanes {
     /// Counts one rule's run, and reports its failure.
     fn handled(&self, rule: &Rule, event: &Event, outcome: Outcome, started: Instant) {
         let ctx = &self.ctx;
-        ctx.metrics
-            .handler_ran(rule.handler_name, outcome.label(), started.elapsed());
+        rule.series(&ctx.metrics)
+            .ran(outcome.label(), started.elapsed());
         if let Outcome::Error(error) = &outcome {
             ctx.handler_failed(&rule.name, rule.handler_name, event, error);
         }

@@ -512,6 +512,22 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// The series one rule moves on every event it matches, each looked up
+    /// once, when first moved (as [`rule_matched`](Metrics::rule_matched)
+    /// and [`handler_ran`](Metrics::handler_ran) would make it).
+    pub fn rule_series(&self, rule: &str, handler: &str) -> RuleSeries {
+        RuleSeries {
+            rule: rule.to_owned(),
+            handler: handler.to_owned(),
+            matches: self.rule_matches.clone(),
+            runs: self.handler_runs.clone(),
+            durations: self.handler_duration.clone(),
+            matched: OnceLock::new(),
+            ran: Default::default(),
+            duration: OnceLock::new(),
+        }
+    }
+
     pub fn event_handled(&self, lag: Duration) {
         self.event_lag.observe(lag.as_secs_f64());
     }
@@ -683,6 +699,47 @@ impl Default for Metrics {
     }
 }
 
+/// A rule's series in `dockwarden_rule_matches_total`,
+/// `dockwarden_handler_runs_total` and `dockwarden_handler_duration_seconds`,
+/// held by the rule: a labelled lookup hashes its label values and takes
+/// the vector's lock, three times per rule for every event it matches.
+pub struct RuleSeries {
+    rule: String,
+    handler: String,
+    matches: IntCounterVec,
+    runs: IntCounterVec,
+    durations: HistogramVec,
+    matched: OnceLock<IntCounter>,
+    /// By outcome, in [`OUTCOMES`]' order.
+    ran: [OnceLock<IntCounter>; 3],
+    duration: OnceLock<Histogram>,
+}
+
+/// A handler run's outcomes, the `outcome` label's values.
+pub const OUTCOMES: [&str; 3] = ["ok", "skipped", "error"];
+
+impl RuleSeries {
+    pub fn matched(&self) {
+        self.matched
+            .get_or_init(|| self.matches.with_label_values(&[&self.rule]))
+            .inc();
+    }
+
+    /// A run of the rule's handler ended with `outcome` (one of
+    /// [`OUTCOMES`]) after `took`.
+    pub fn ran(&self, outcome: &'static str, took: Duration) {
+        match OUTCOMES.iter().position(|o| *o == outcome) {
+            Some(i) => self.ran[i]
+                .get_or_init(|| self.runs.with_label_values(&[&self.handler, outcome]))
+                .inc(),
+            None => self.runs.with_label_values(&[&self.handler, outcome]).inc(),
+        }
+        self.duration
+            .get_or_init(|| self.durations.with_label_values(&[&self.handler]))
+            .observe(took.as_secs_f64());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -702,5 +759,39 @@ mod tests {
         assert!(text.contains("dockwarden_build_info{version=\""));
         assert!(text.contains("dockwarden_stream_connected 0"));
         assert!(text.contains("process_resident_memory_bytes"));
+    }
+
+    #[test]
+    fn a_rules_series_are_the_labelled_ones() {
+        let (by_label, held) = (Metrics::new(), Metrics::new());
+        let series = held.rule_series("audit-exec", "exec_audit");
+        for outcome in OUTCOMES.into_iter().chain(["ok", "error"]) {
+            by_label.rule_matched("audit-exec");
+            by_label.handler_ran("exec_audit", outcome, Duration::from_millis(3));
+            series.matched();
+            series.ran(outcome, Duration::from_millis(3));
+        }
+        let counts = |m: &Metrics| {
+            m.render()
+                .lines()
+                .filter(|l| l.contains("audit-exec") || l.contains("exec_audit"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let lines = counts(&held);
+        assert_eq!(lines, counts(&by_label));
+        for line in [
+            "dockwarden_rule_matches_total{rule=\"audit-exec\"} 5",
+            "dockwarden_handler_runs_total{handler=\"exec_audit\",outcome=\"ok\"} 2",
+            "dockwarden_handler_runs_total{handler=\"exec_audit\",outcome=\"skipped\"} 1",
+            "dockwarden_handler_duration_seconds_count{handler=\"exec_audit\"} 5",
+        ] {
+            assert!(lines.iter().any(|l| l == line), "{line} in {lines:#?}");
+        }
+        // Nothing is made before it is moved.
+        let idle = held.rule_series("unmoved", "idle_handler");
+        drop(idle);
+        let text = held.render();
+        assert!(!text.contains("unmoved") && !text.contains("idle_handler"));
     }
 }

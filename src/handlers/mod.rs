@@ -151,6 +151,7 @@ impl HandlerError {
 
 impl Outcome {
     /// The metric label.
+    /// One of [`crate::metrics::OUTCOMES`].
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Ok => "ok",

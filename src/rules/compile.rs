@@ -233,6 +233,7 @@ fn compile_rule(
         handler_name: factory?.name(),
         handler: built?,
         matcher: matcher?,
+        series: Default::default(),
     })
 }
 

@@ -17,7 +17,7 @@ pub mod sections;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use globset::GlobSet;
 use toml::de::DeTable;
@@ -28,6 +28,7 @@ use crate::config::diag::Collector;
 pub use crate::config::diag::{Diagnostic, Diagnostics};
 use crate::event::Event;
 use crate::handlers::{Handler, Observer, Registry};
+use crate::metrics::{Metrics, RuleSeries};
 use crate::notify::NotifyConfig;
 pub use matcher::Matcher;
 pub use sections::{
@@ -72,9 +73,18 @@ pub struct Rule {
     pub handler_name: &'static str,
     pub handler: Arc<dyn Handler>,
     pub matcher: Matcher,
+    /// Its metric series, looked up when first moved.
+    series: OnceLock<RuleSeries>,
 }
 
 impl Rule {
+    /// Its series in `metrics` (the first `metrics` asked: a rule serves
+    /// one process).
+    pub fn series(&self, metrics: &Metrics) -> &RuleSeries {
+        self.series
+            .get_or_init(|| metrics.rule_series(&self.name, self.handler_name))
+    }
+
     /// Whether this rule fires for `event`.
     pub fn matches(&self, event: &Event) -> bool {
         self.on.is_match(&*event.key) && self.matcher.matches(event)
@@ -99,6 +109,7 @@ impl Rule {
             handler_name,
             handler,
             matcher: Matcher::default(),
+            series: Default::default(),
         })
     }
 }
