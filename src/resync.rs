@@ -20,8 +20,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bollard::models::ContainerSummary;
-use bollard::query_parameters::ListContainersOptions;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -206,6 +204,17 @@ async fn reconcile(
     Ok((listed.len(), synthetic))
 }
 
+/// A container in the engine's listing, as far as a resync reads it: the
+/// listing of every container is decoded whole, at once (a burst's drops
+/// start a resync), and the rest of each entry (labels, mounts, ports,
+/// networks) is the inspect's to tell.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Listed {
+    id: Option<String>,
+    names: Option<Vec<String>>,
+}
+
 /// Lists every container and inspects each into the container view; returns
 /// the listing and the views of those still there to inspect.
 /// A denied call is reported, never retried here.
@@ -213,12 +222,9 @@ async fn list_all(
     docker: &crate::docker::Engine,
     containers: &Containers,
     metrics: &Metrics,
-) -> Result<(Vec<ContainerSummary>, Vec<Arc<Container>>), bollard::errors::Error> {
+) -> Result<(Vec<Listed>, Vec<Arc<Container>>), bollard::errors::Error> {
     let listed = docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            ..Default::default()
-        }))
+        .list_containers_as::<Listed>()
         .await
         .inspect_err(|e| {
             report(metrics, Call::ContainerList, "listing containers", e);

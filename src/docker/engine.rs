@@ -147,6 +147,13 @@ impl Engine {
         Ok(serde_json::from_slice(&body)?)
     }
 
+    /// `GET /containers/json?all=1`, each container decoded as `T`: the
+    /// listing of every container, of which a resync reads IDs and names.
+    pub async fn list_containers_as<T: DeserializeOwned>(&self) -> Result<Vec<T>, Error> {
+        let body = self.get("/containers/json?all=1").await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
     /// `GET /exec/{id}/json`.
     pub async fn inspect_exec(&self, id: &str) -> Result<ExecInspectResponse, Error> {
         let path = format!("/exec/{}/json", segment(id)?);
