@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock};
 use bollard::Docker;
 
 pub mod engine;
+pub mod http1;
 pub mod reads;
 pub mod settings;
 pub mod tls;

@@ -10,13 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::FutureExt;
-use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
 use tracing::debug;
 
-use super::http::{self, CONNECT_TIMEOUT};
+use super::http::{self, CONNECT_TIMEOUT, Stream};
 use super::sink::MAX_BATCH;
 use super::{Lines, Source, SourceError, format_since};
 use crate::clock::unix_nanos;
@@ -61,7 +58,7 @@ impl Source {
         let events =
             http::open(&self.endpoint, &path).map(|r| r.map_err(|e| e.or_denied(Call::Events)));
         let opened = self.within("the events request", events).await?;
-        let Some((mut body, _conn)) = opened else {
+        let Some(mut body) = opened else {
             return Ok(End::Shutdown);
         };
         // Without a `since` the next connection would miss what happens
@@ -130,7 +127,7 @@ impl Source {
     /// it is dead, or shutdown.
     async fn stream(
         &mut self,
-        body: &mut Incoming,
+        body: &mut Stream,
         api: &str,
         anchor_deadline: Option<Instant>,
     ) -> Result<End, SourceError> {
@@ -147,13 +144,13 @@ impl Source {
         tokio::pin!(linger);
         let mut held = false;
         loop {
-            let frame = tokio::select! {
+            let read = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => {
                     self.sink.flush();
                     return Ok(End::Shutdown);
                 }
-                frame = body.frame() => frame,
+                read = body.fill() => read,
                 _ = &mut linger, if held => {
                     held = false;
                     self.sink.flush();
@@ -185,11 +182,7 @@ impl Source {
             };
             last_frame = Instant::now();
             self.sink.read_at(last_frame);
-            let end = match frame {
-                Some(Ok(frame)) => self.read_burst(frame, body),
-                Some(Err(e)) => Some(Err(http::failed(&self.endpoint, &e))),
-                None => Some(Ok(End::Eof)),
-            };
+            let end = self.read_burst(read, body);
             if let Some(end) = end {
                 self.flush_rest();
                 return end;
@@ -205,40 +198,34 @@ impl Source {
         }
     }
 
-    /// Feeds `frame` and every frame hyper already holds; the caller hands
-    /// the batch over. Returns how the stream ended, if it did.
+    /// Feeds what `read` brought and every read the socket can give at
+    /// once; the caller hands the batch over. Returns how the stream
+    /// ended, if it did.
     fn read_burst(
         &mut self,
-        frame: Frame<Bytes>,
-        body: &mut Incoming,
+        mut read: std::io::Result<usize>,
+        body: &mut Stream,
     ) -> Option<Result<End, SourceError>> {
-        self.feed(frame);
-        // The engine sends each event as its own chunk. Take every frame
-        // hyper already holds before handing the batch over: in a burst or a
+        // The engine sends each event as its own chunk. Take every read the
+        // socket has now before handing the batch over: in a burst or a
         // replay that is at most one hand-off (and one wake-up of the
-        // dispatcher) per socket read rather than per event, and at most one
-        // per `LINGER` while the burst lasts.
-        let mut end = None;
-        while self.sink.pending() < MAX_BATCH {
-            match body.frame().now_or_never() {
-                Some(Some(Ok(frame))) => self.feed(frame),
-                Some(Some(Err(e))) => {
-                    end = Some(Err(http::failed(&self.endpoint, &e)));
-                    break;
-                }
-                Some(None) => {
-                    end = Some(Ok(End::Eof));
-                    break;
-                }
-                None => break,
+        // dispatcher) per `MAX_BATCH` events rather than per event, and at
+        // most one per `LINGER` while the burst lasts.
+        loop {
+            let fed = match read {
+                Ok(0) => body.ended().map(|()| true),
+                Ok(_) => body.drain(&mut |data| self.framer.push(data, &mut self.sink)),
+                Err(e) => Err(e),
+            };
+            match fed {
+                Ok(true) => return Some(Ok(End::Eof)),
+                Ok(false) => {}
+                Err(e) => return Some(Err(http::failed(&self.endpoint, &e))),
             }
-        }
-        end
-    }
-
-    fn feed(&mut self, frame: Frame<Bytes>) {
-        if let Ok(data) = frame.into_data() {
-            self.framer.push(&data, &mut self.sink);
+            if self.sink.pending() >= MAX_BATCH {
+                return None;
+            }
+            read = body.fill().now_or_never()?;
         }
     }
 
