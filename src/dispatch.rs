@@ -493,6 +493,7 @@ mod tests {
             rules: vec![Arc::new(rule)],
             observers: Vec::new(),
             needs_view: true,
+            on_keys: Default::default(),
         });
         // The sender may go: the receiver keeps the last value.
         watch::channel(rules).1

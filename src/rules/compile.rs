@@ -87,6 +87,7 @@ pub(super) fn compile(
             rules,
             observers,
             needs_view,
+            on_keys: Default::default(),
         }),
     })
 }
