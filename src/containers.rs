@@ -212,11 +212,15 @@ struct Entry {
 
 /// View inspects in flight at once. The stream can show thousands of
 /// creates a second (`docker compose up`, CI runners); unbounded, each
-/// would hold a request, a connection and its buffers at once, past the
-/// kept-alive connections (the pipeline bench opened 10–20 k connections
-/// in 10 s). The rest wait their turn; a handler that needs one of them
-/// waits for it (`flights`). Heal decisions inspect on their own.
-const MAX_VIEW_INSPECTS: usize = 8;
+/// would hold a request and its buffers at once. The rest wait their turn;
+/// a handler that needs one of them waits for it (`flights`). As many as
+/// the engine's reads keep connections (`docker::unix::MAX_IDLE`), which
+/// bound the connections themselves: with 8, at an offered 100 k events/s
+/// (5 k creates a second) the creates' inspects fell behind, the execs
+/// waiting for them held their lanes, and the queue's budget ran out
+/// (bench runs side by side: 150–410 k of 1 M dropped, against 0–190 k).
+/// Heal decisions inspect on their own.
+const MAX_VIEW_INSPECTS: usize = crate::docker::unix::MAX_IDLE;
 
 /// The bound on view inspects in flight.
 struct Inspects(tokio::sync::Semaphore);
