@@ -12,13 +12,13 @@
 
 mod compile;
 mod matcher;
+mod on_keys;
 pub mod sections;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use globset::GlobSet;
 use toml::de::DeTable;
@@ -32,6 +32,7 @@ use crate::handlers::{Handler, Observer, Registry};
 use crate::metrics::{Metrics, RuleSeries};
 use crate::notify::NotifyConfig;
 pub use matcher::Matcher;
+pub use on_keys::OnKeys;
 pub use sections::{
     ApiConfig, DEFAULT_LISTEN, DispatchConfig, ServerConfig, SourceConfig, StateConfig,
 };
@@ -65,18 +66,6 @@ pub struct Ruleset {
     pub needs_view: bool,
     /// Which rules' `on` patterns match a dispatch key, found once per key.
     pub on_keys: OnKeys,
-}
-
-/// Dispatch keys seen, each with the rules (by index) whose `on` patterns
-/// match it: every event is matched against every rule, and a glob set
-/// match normalises its candidate each time. Keys come from a fixed table,
-/// save an engine's unknown types and actions: past [`OnKeys::MAX`] they
-/// are matched each time.
-#[derive(Default)]
-pub struct OnKeys(RwLock<HashMap<Box<str>, Arc<[usize]>, foldhash::fast::RandomState>>);
-
-impl OnKeys {
-    const MAX: usize = 4096;
 }
 
 /// One `[[rule]]`.
@@ -132,27 +121,10 @@ impl Rule {
 impl Ruleset {
     /// The rules that fire for `event`, in file order.
     pub fn matching<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a Arc<Rule>> + 'a {
-        let on = self.on_key(&event.key);
+        let on = self.on_keys.rules_for(&event.key, &self.rules);
         (0..on.len())
             .map(move |i| &self.rules[on[i]])
             .filter(move |r| r.matcher.matches(event))
-    }
-
-    /// The rules whose `on` patterns match `key`, in file order.
-    fn on_key(&self, key: &str) -> Arc<[usize]> {
-        let OnKeys(keys) = &self.on_keys;
-        if let Some(on) = keys.read().ok().and_then(|k| k.get(key).cloned()) {
-            return on;
-        }
-        let on: Arc<[usize]> = (0..self.rules.len())
-            .filter(|&i| self.rules[i].on.is_match(key))
-            .collect();
-        if let Ok(mut keys) = keys.write()
-            && keys.len() < OnKeys::MAX
-        {
-            keys.insert(key.into(), on.clone());
-        }
-        on
     }
 
     /// Whether an observer wants this event.
@@ -235,73 +207,6 @@ mod tests {
         event(&format!(
             r#"{{"Type":"container","Action":"die","Actor":{{"ID":"c1","Attributes":{{"name":"{name}","image":"nginx:1.25","exitCode":"{code}"{labels}}}}},"timeNano":1}}"#
         ))
-    }
-
-    #[test]
-    fn matching_by_remembered_keys_is_matching_every_rule() {
-        let src = r#"
-[[rule]]
-name = "all"
-on = ["*"]
-handler = "log"
-[[rule]]
-name = "crashes"
-on = ["container.die", "container.oom"]
-handler = "log"
-[rule.match]
-exit_code = "nonzero"
-[[rule]]
-name = "execs"
-on = ["container.exec_*"]
-handler = "log"
-[[rule]]
-name = "networks"
-on = ["network.*", "dockwarden.*"]
-handler = "log"
-"#;
-        let c = load(src).expect("valid rules");
-        let typed = |typ: &str, action: &str| {
-            event(&format!(
-                r#"{{"Type":"{typ}","Action":"{action}","Actor":{{"ID":"x","Attributes":{{"exitCode":"1"}}}},"timeNano":1}}"#
-            ))
-        };
-        let events = [
-            typed("container", "die"),
-            typed("container", "exec_start: sh -c id"),
-            typed("container", "exec_die"),
-            typed("network", "connect"),
-            typed("volume", "mount"),
-            typed("future", "thing"),
-            die("web-1", 0, ""),
-        ];
-        // Twice: the first time finds each key, the second remembers it.
-        for _ in 0..2 {
-            for ev in &events {
-                let every: Vec<String> = c
-                    .rules
-                    .rules
-                    .iter()
-                    .filter(|r| r.matches(ev))
-                    .map(|r| r.name.to_string())
-                    .collect();
-                assert_eq!(names(&c, ev), every, "{}", ev.key);
-            }
-        }
-        assert_eq!(
-            names(&c, &typed("container", "exec_start: sh")),
-            ["all", "execs"]
-        );
-        assert_eq!(
-            names(&c, &die("web-1", 0, "")),
-            ["all"],
-            "exit 0 is no crash"
-        );
-        let OnKeys(keys) = &c.rules.on_keys;
-        assert_eq!(
-            keys.read().map(|k| k.len()).ok(),
-            Some(6),
-            "one entry a key"
-        );
     }
 
     fn names(config: &Config, ev: &Event) -> Vec<String> {
