@@ -293,6 +293,50 @@ fn unreachable_engine_is_retried_until_it_appears() {
 
 /// Acceptance 8: cutting the connection during traffic → reconnects, and
 /// every event is counted exactly as often as the engine reports it.
+/// What the engine replays at a reconnect follows its head at once, and
+/// may come in the same read: it is counted then, not when the next event
+/// arrives (here none does).
+#[test]
+fn a_replay_read_with_the_head_is_counted_at_once() {
+    let clean = setup();
+    let proxy = FaultProxy::start();
+    let host = proxy.docker_host();
+    let mut dw = Dockwarden::start_with(LOG_ALL, &[], &[("DOCKER_HOST", &host)]);
+    dw.wait_ready(Duration::from_secs(20));
+    let before = dw.metrics();
+    // Away while a container runs: its events come back as the replay.
+    proxy.set_refuse(true);
+    proxy.cut_all();
+    let since = now_unix();
+    let name = clean.container(unique("away"));
+    docker_ok(&["run", "--rm", "--name", &name, &test_image(), "true"]);
+    let until = now_unix();
+    let mut expected: BTreeMap<String, f64> = BTreeMap::new();
+    for e in &engine_events(since, until) {
+        *expected.entry(event_key(e)).or_default() += 1.0;
+    }
+    assert!(expected.contains_key("container.destroy"), "{expected:?}");
+    // The head and the replay reach dockwarden in one write.
+    proxy.set_gather(Duration::from_millis(300));
+    proxy.set_refuse(false);
+    let delta = |m: &Metrics| -> BTreeMap<String, f64> {
+        expected
+            .keys()
+            .map(|k| {
+                let (t, a) = k.split_once('.').unwrap_or((k, ""));
+                (k.clone(), events(m, t, a) - events(&before, t, a))
+            })
+            .collect()
+    };
+    let caught_up = wait_until(Duration::from_secs(20), || delta(&dw.metrics()) == expected);
+    assert!(
+        caught_up,
+        "the replay was not counted:\n dockwarden {:?}\n engine     {expected:?}",
+        delta(&dw.metrics())
+    );
+    assert!(dw.metrics().get("dockwarden_stream_reconnects_total", &[]) >= 1.0);
+}
+
 #[test]
 fn connection_cuts_reconnect_without_double_counting() {
     let clean = setup();

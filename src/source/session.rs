@@ -143,6 +143,22 @@ impl Source {
         let linger = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(linger);
         let mut held = false;
+        // The read that brought the head may have brought events too (a
+        // replay from `since` follows the head at once): they are taken
+        // now, not when the next event arrives, which may be never.
+        self.sink.read_at(Instant::now());
+        let buffered = body.drain(&mut |data| self.framer.push(data, &mut self.sink));
+        match buffered {
+            Ok(false) => self.sink.flush(),
+            Ok(true) => {
+                self.flush_rest();
+                return Ok(End::Eof);
+            }
+            Err(e) => {
+                self.flush_rest();
+                return Err(http::failed(&self.endpoint, &e));
+            }
+        }
         loop {
             let read = tokio::select! {
                 biased;

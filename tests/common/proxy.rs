@@ -51,6 +51,9 @@ pub struct FaultProxy {
 struct Shared {
     stop: AtomicBool,
     refuse: AtomicBool,
+    /// Milliseconds a connection's first bytes from the engine wait for
+    /// what follows them (0: forwarded as they come).
+    gather_ms: AtomicU64,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
 }
@@ -95,6 +98,7 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             refuse: AtomicBool::new(false),
+            gather_ms: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
         });
@@ -147,6 +151,15 @@ impl FaultProxy {
     /// [`cut_all`](Self::cut_all)).
     pub fn set_refuse(&self, refuse: bool) {
         self.shared.refuse.store(refuse, Ordering::SeqCst);
+    }
+
+    /// While set, the first bytes the engine sends on each new connection
+    /// (the head of the answer) wait `gather` for what follows them (the
+    /// start of its body), and reach the client in one write: as a client
+    /// reads them when the engine is quick, in one read.
+    pub fn set_gather(&self, gather: Duration) {
+        let ms = u64::try_from(gather.as_millis()).unwrap_or(u64::MAX);
+        self.shared.gather_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Every live connection stops forwarding in both directions but stays
@@ -333,8 +346,9 @@ fn client_to_server(conn: &Conn, shared: &Shared, mut from: UnixStream, mut fram
 
 fn server_to_client(conn: &Conn, shared: &Shared, mut from: UnixStream, mut to: UnixStream) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut first = true;
     loop {
-        let n = match from.read(&mut buf) {
+        let mut n = match from.read(&mut buf) {
             Ok(0) => {
                 let _ = conn.client.shutdown(Shutdown::Write);
                 return;
@@ -346,6 +360,10 @@ fn server_to_client(conn: &Conn, shared: &Shared, mut from: UnixStream, mut to: 
                 return;
             }
         };
+        let gather = shared.gather_ms.load(Ordering::SeqCst);
+        if std::mem::take(&mut first) && gather > 0 {
+            n += gathered(&mut from, &mut buf[n..], Duration::from_millis(gather));
+        }
         if conn.stalled.load(Ordering::SeqCst) {
             conn.hold_while_stalled(shared);
             return;
@@ -357,6 +375,28 @@ fn server_to_client(conn: &Conn, shared: &Shared, mut from: UnixStream, mut to: 
             return;
         }
     }
+}
+
+/// What `from` sends within `wait`, read into `buf`: its byte count.
+fn gathered(from: &mut UnixStream, buf: &mut [u8], wait: Duration) -> usize {
+    thread::sleep(wait);
+    // Only this thread reads the engine's side: a read timeout there
+    // leaves the other direction alone.
+    if from
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .is_err()
+    {
+        return 0;
+    }
+    let mut n = 0;
+    while n < buf.len() {
+        match from.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(more) => n += more,
+        }
+    }
+    let _ = from.set_read_timeout(None);
+    n
 }
 
 fn forward_with_injections(st: &mut ToClient, data: &[u8], to: &mut UnixStream) -> io::Result<()> {
