@@ -15,6 +15,14 @@ use crate::event::Event;
 /// 256-event ring, so everything it can replay is recognised.
 const DEDUP_WINDOW: usize = 4096;
 
+/// How far before the newest event read a reconnect asks the engine to
+/// replay from. The engine stamps an event before it queues it, so two
+/// events logged at once (two `docker exec`s) can reach the stream in the
+/// other order: a stream cut between them, resumed from the newer one's
+/// time, would never see the older one. What the margin replays again was
+/// read already and is dropped as a replay.
+const RESUME_MARGIN_NANOS: i64 = 1_000_000_000;
+
 /// Remembers recent events so the inclusive `since` replay is not handled
 /// twice, and where to resume from.
 #[derive(Debug, Default)]
@@ -25,6 +33,9 @@ pub struct Dedup {
     seen: HashSet<u64, foldhash::fast::RandomState>,
     /// The newest `timeNano` read; the next connection resumes from it.
     last_time_nano: i64,
+    /// Never resume from before this: the first stream's start, or the
+    /// checkpoint's time (what was before it is not this process's to read).
+    floor_nano: i64,
 }
 
 impl Dedup {
@@ -49,9 +60,11 @@ impl Dedup {
         self.seen.contains(&event.fingerprint())
     }
 
-    /// The `since` query value to resume from, if anything was read.
+    /// The `since` query value to resume from, if anything was read:
+    /// [`RESUME_MARGIN_NANOS`] before the newest event, not before the start.
     pub fn since(&self) -> Option<String> {
-        (self.last_time_nano > 0).then(|| format_since(self.last_time_nano))
+        (self.last_time_nano > 0)
+            .then(|| format_since((self.last_time_nano - RESUME_MARGIN_NANOS).max(self.floor_nano)))
     }
 
     /// Resumes from `time_nano` if nothing was read yet: a checkpoint's
@@ -60,6 +73,7 @@ impl Dedup {
     pub fn start_at(&mut self, time_nano: i64) {
         if self.last_time_nano == 0 {
             self.last_time_nano = time_nano;
+            self.floor_nano = time_nano;
         }
     }
 }
@@ -92,11 +106,42 @@ mod tests {
         assert!(d.admit(&ev(2_000_000_002, "die", "a")));
         // Same nanosecond, other container: a different event.
         assert!(d.admit(&ev(2_000_000_002, "die", "b")));
-        assert_eq!(d.since().as_deref(), Some("2.000000002"));
+        assert_eq!(d.since().as_deref(), Some("1.000000002"), "a second before");
         // The replay after reconnecting resends the last events.
         assert!(!d.admit(&ev(2_000_000_002, "die", "a")));
         assert!(!d.admit(&ev(2_000_000_002, "die", "b")));
         assert!(d.admit(&ev(3_000_000_000, "destroy", "a")));
+    }
+
+    #[test]
+    fn a_reconnect_replays_a_second_back_for_events_stamped_out_of_order() {
+        let mut d = Dedup::default();
+        d.start_at(10_000_000_000);
+        assert_eq!(
+            d.since().as_deref(),
+            Some("10.000000000"),
+            "not before the start"
+        );
+        assert!(d.admit(&ev(10_500_000_000, "exec_create", "a")));
+        assert_eq!(
+            d.since().as_deref(),
+            Some("10.000000000"),
+            "the start is the floor"
+        );
+        // Stamped at 12.3, then overtaken by one stamped at 12.4; the
+        // stream is cut between them.
+        assert!(d.admit(&ev(12_400_000_000, "exec_start", "b")));
+        assert_eq!(d.since().as_deref(), Some("11.400000000"));
+        // The replay from there: what was read is dropped, the older one
+        // that was never read is new.
+        assert!(!d.admit(&ev(10_500_000_000, "exec_create", "a")));
+        assert!(d.admit(&ev(12_300_000_000, "exec_start", "a")));
+        assert!(!d.admit(&ev(12_400_000_000, "exec_start", "b")));
+        assert_eq!(
+            d.since().as_deref(),
+            Some("11.400000000"),
+            "the newest still rules"
+        );
     }
 
     #[test]
