@@ -130,15 +130,6 @@ impl Engine {
         Ok(Engine { docker, ..self })
     }
 
-    /// The same client, waiting `timeout` for response headers.
-    pub fn with_timeout(&self, timeout: Duration) -> Engine {
-        Engine {
-            docker: self.docker.clone().with_timeout(timeout),
-            timeout,
-            ..self.clone()
-        }
-    }
-
     /// `GET /containers/{id}/json`, decoded as `T`: a shape with only the
     /// fields its caller reads (the container view's) skips the rest.
     pub async fn inspect_container_as<T: DeserializeOwned>(&self, id: &str) -> Result<T, Error> {
