@@ -27,6 +27,22 @@ handler = "log"
 level = "debug"
 "#;
 
+/// For each `type.action` key of `expected`, what `now` counted beyond
+/// `before`.
+fn counted_since(
+    before: &Metrics,
+    now: &Metrics,
+    expected: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    expected
+        .keys()
+        .map(|k| {
+            let (t, a) = k.split_once('.').unwrap_or((k, ""));
+            (k.clone(), events(now, t, a) - events(before, t, a))
+        })
+        .collect()
+}
+
 fn setup() -> Cleanup {
     require_docker();
     require_test_image();
@@ -319,15 +335,7 @@ fn a_replay_read_with_the_head_is_counted_at_once() {
     // The head and the replay reach dockwarden in one write.
     proxy.set_gather(Duration::from_millis(300));
     proxy.set_refuse(false);
-    let delta = |m: &Metrics| -> BTreeMap<String, f64> {
-        expected
-            .keys()
-            .map(|k| {
-                let (t, a) = k.split_once('.').unwrap_or((k, ""));
-                (k.clone(), events(m, t, a) - events(&before, t, a))
-            })
-            .collect()
-    };
+    let delta = |m: &Metrics| counted_since(&before, m, &expected);
     let caught_up = wait_until(Duration::from_secs(20), || delta(&dw.metrics()) == expected);
     assert!(
         caught_up,
@@ -376,15 +384,7 @@ fn connection_cuts_reconnect_without_double_counting() {
         "{expected:?}"
     );
 
-    let delta = |m: &Metrics| -> BTreeMap<String, f64> {
-        expected
-            .keys()
-            .map(|k| {
-                let (t, a) = k.split_once('.').unwrap_or((k, ""));
-                (k.clone(), events(m, t, a) - events(&before, t, a))
-            })
-            .collect()
-    };
+    let delta = |m: &Metrics| counted_since(&before, m, &expected);
     let caught_up = wait_until(Duration::from_secs(30), || delta(&dw.metrics()) == expected);
     let after = dw.metrics();
     assert!(

@@ -147,18 +147,11 @@ impl Source {
         // replay from `since` follows the head at once): they are taken
         // now, not when the next event arrives, which may be never.
         self.sink.read_at(Instant::now());
-        let buffered = body.drain(&mut |data| self.framer.push(data, &mut self.sink));
-        match buffered {
-            Ok(false) => self.sink.flush(),
-            Ok(true) => {
-                self.flush_rest();
-                return Ok(End::Eof);
-            }
-            Err(e) => {
-                self.flush_rest();
-                return Err(http::failed(&self.endpoint, &e));
-            }
+        if let Some(end) = self.drain(body) {
+            self.flush_rest();
+            return end;
         }
+        self.sink.flush();
         loop {
             let read = tokio::select! {
                 biased;
@@ -228,20 +221,32 @@ impl Source {
         // dispatcher) per `MAX_BATCH` events rather than per event, and at
         // most one per `LINGER` while the burst lasts.
         loop {
-            let fed = match read {
-                Ok(0) => body.ended().map(|()| true),
-                Ok(_) => body.drain(&mut |data| self.framer.push(data, &mut self.sink)),
-                Err(e) => Err(e),
+            let end = match read {
+                Ok(0) => Some(
+                    body.ended()
+                        .map(|()| End::Eof)
+                        .map_err(|e| http::failed(&self.endpoint, &e)),
+                ),
+                Ok(_) => self.drain(body),
+                Err(e) => Some(Err(http::failed(&self.endpoint, &e))),
             };
-            match fed {
-                Ok(true) => return Some(Ok(End::Eof)),
-                Ok(false) => {}
-                Err(e) => return Some(Err(http::failed(&self.endpoint, &e))),
+            if end.is_some() {
+                return end;
             }
             if self.sink.pending() >= MAX_BATCH {
                 return None;
             }
             read = body.fill().now_or_never()?;
+        }
+    }
+
+    /// Hands what `body` has read to the framer; how the stream ended, if
+    /// it did.
+    fn drain(&mut self, body: &mut Stream) -> Option<Result<End, SourceError>> {
+        match body.drain(&mut |data| self.framer.push(data, &mut self.sink)) {
+            Ok(true) => Some(Ok(End::Eof)),
+            Ok(false) => None,
+            Err(e) => Some(Err(http::failed(&self.endpoint, &e))),
         }
     }
 
