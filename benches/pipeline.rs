@@ -62,9 +62,11 @@
 //!   else `/var/run/docker.sock`) that long, then read its RSS and the CPU it
 //!   used meanwhile. With `PIPELINE_ENGINE_LOCK=FILE` it holds an exclusive
 //!   flock on FILE meanwhile (the lock engine tests take, if any).
-//! - `PIPELINE_IDLE_BIN` (this build's): the dockwarden binary the idle run
-//!   starts, e.g. the static one `scripts/image` puts in the image,
-//!   `target/x86_64-unknown-linux-musl/dist/dockwarden`.
+//! - `PIPELINE_BIN` (this build's): the dockwarden binary every dockwarden
+//!   run starts, e.g. the static one `scripts/image` puts in the image,
+//!   `target/x86_64-unknown-linux-musl/dist/dockwarden` (what ships: it maps
+//!   less code than `--release`, so its RSS is lower).
+//! - `PIPELINE_IDLE_BIN` (`PIPELINE_BIN`): the binary of the idle run alone.
 //! - `PIPELINE_SERVER_THREADS` (1): the replay server's tokio workers.
 //! - `PIPELINE_KEEP=1`: keep the temp dir (each consumer's log, dockwarden's
 //!   rules and audit log); it is kept anyway when a run fails.
@@ -114,6 +116,9 @@ pub struct Bench {
     docker: Option<PathBuf>,
     tmp: PathBuf,
     runs: Cell<u32>,
+    /// The dockwarden binary every dockwarden run starts: this build's, or
+    /// `PIPELINE_BIN` (`scripts/image`'s static one, what ships).
+    bin: PathBuf,
 }
 
 impl Bench {
@@ -186,6 +191,7 @@ impl Config {
             flat_rate: Some(env("PIPELINE_FLAT_RATE", 0.0)).filter(|r| *r > 0.0),
             idle: (idle > 0).then_some(idle),
             idle_bin: std::env::var_os("PIPELINE_IDLE_BIN")
+                .or_else(|| std::env::var_os("PIPELINE_BIN"))
                 .map_or_else(|| PathBuf::from(sidecar::BIN), PathBuf::from),
             lock: std::env::var_os("PIPELINE_ENGINE_LOCK").map(PathBuf::from),
             keep: flag("PIPELINE_KEEP"),
@@ -228,9 +234,11 @@ fn main() -> ExitCode {
         docker: docker_cli(),
         tmp,
         runs: Cell::new(0),
+        bin: std::env::var_os("PIPELINE_BIN")
+            .map_or_else(|| PathBuf::from(sidecar::BIN), PathBuf::from),
     };
     println!(
-        "pipeline: {} events per run, {} rounds, {} containers, paced run {}, {} CPUs, CLK_TCK {clk_tck}{}",
+        "pipeline: {} events per run, {} rounds, {} containers, paced run {}, {} CPUs, CLK_TCK {clk_tck}{}\ndockwarden: {}",
         cfg.events,
         cfg.rounds,
         cfg.pool,
@@ -245,6 +253,7 @@ fn main() -> ExitCode {
         } else {
             " (assumed: getconf failed)"
         },
+        bench.bin.display(),
     );
 
     let mut runs = Runs::default();

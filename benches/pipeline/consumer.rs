@@ -174,7 +174,7 @@ fn spawn(b: &Bench, kind: Kind, dir: &Path, host: &str, events: u64) -> Result<R
             std::fs::write(&rules, text).map_err(|e| format!("{}: {e}", rules.display()))?;
             let addr = free_addr()?;
             (
-                sidecar::command(Path::new(sidecar::BIN), &rules, addr, dir, log_file)?,
+                sidecar::command(&b.bin, &rules, addr, dir, log_file)?,
                 Some(addr),
             )
         }
