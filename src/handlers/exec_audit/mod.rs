@@ -46,7 +46,7 @@ use crate::internal_events::audit::ExecStarted;
 use crate::internal_events::denied::report;
 use crate::lock::lock;
 use crate::metrics::Metrics;
-use record::{Moment, argv, exec_fields, same_command, submit};
+use record::{Facts, Moment, argv, exec_fields, same_command, submit};
 
 pub use record::is_shell;
 
@@ -189,18 +189,21 @@ impl ExecAudit {
             .await;
         let claimed = event.attr("execID").map(str::to_owned);
 
-        let (fields, healthcheck, severity) = exec_fields(
-            exec.as_ref(),
-            container.as_deref(),
-            event,
-            claimed.as_deref(),
-        );
+        let facts = Facts::new(exec.as_ref(), container.as_deref(), event);
+        let (healthcheck, severity) = (facts.healthcheck, facts.severity);
+        let written = !healthcheck || self.include_healthchecks;
+        // A probe's records are not written, and nothing else reads them:
+        // only its place is kept.
+        let fields = match written {
+            true => facts.record(event, claimed.as_deref()),
+            false => Record::new(),
+        };
         let verified = exec.is_some();
-        let mut open = Open {
+        let open = Open {
             container_id: event.actor_id.clone(),
             start_nano: event.time_nano,
             fields,
-            written: !healthcheck || self.include_healthchecks,
+            written,
             severity,
             verified,
         };
@@ -235,11 +238,6 @@ impl ExecAudit {
         // again shortly for an exec that has no process yet.
         // (The engine marks an exec running before it starts its process.)
         let not_started = exec.as_ref().is_some_and(|e| e.pid.unwrap_or(0) == 0);
-        if !open.written {
-            // Its end is not written either (`submit`): only its place is
-            // kept. Probes are most execs, and a busy host's fill the map.
-            open.fields = Record::new();
-        }
         self.remember(key.clone(), open);
         if not_started {
             self.check_failed_start(ctx, docker.clone(), key);

@@ -15,10 +15,14 @@ use crate::event::Event;
 
 /// The argv of an exec, as the engine ran it.
 pub(super) fn argv(exec: &ExecInspectResponse) -> Vec<String> {
-    let pc = exec.process_config.clone().unwrap_or_default();
-    let mut argv: Vec<String> = pc.entrypoint.into_iter().collect();
-    argv.extend(pc.arguments.unwrap_or_default());
-    argv
+    let Some(pc) = exec.process_config.as_ref() else {
+        return Vec::new();
+    };
+    pc.entrypoint
+        .iter()
+        .chain(pc.arguments.iter().flatten())
+        .cloned()
+        .collect()
 }
 
 /// The event's action text is the argv joined by spaces.
@@ -59,79 +63,127 @@ pub(super) fn severity(
     }
 }
 
-/// The fields of an exec's records, from the engine's view of the exec (if
-/// verified) and of its container, else from the event; with whether it is
-/// a health probe and its severity.
+/// What an exec is, from the engine's view of it (if verified) and of its
+/// container, else from the event: enough to grade it and to tell a health
+/// probe, before any record is built (probes are most execs, and by
+/// default no record of theirs is written).
+pub(crate) struct Facts<'a> {
+    exec: Option<&'a ExecInspectResponse>,
+    container: Option<&'a Container>,
+    argv: Vec<String>,
+    user: String,
+    privileged: Option<bool>,
+    tty: Option<bool>,
+    pub(crate) healthcheck: bool,
+    pub(crate) severity: Severity,
+}
+
+impl<'a> Facts<'a> {
+    pub(crate) fn new(
+        exec: Option<&'a ExecInspectResponse>,
+        container: Option<&'a Container>,
+        event: &Event,
+    ) -> Facts<'a> {
+        let (argv, user, privileged, tty) = match exec {
+            Some(e) => {
+                let pc = e.process_config.as_ref();
+                (
+                    argv(e),
+                    pc.and_then(|p| p.user.clone()).unwrap_or_default(),
+                    pc.and_then(|p| p.privileged),
+                    pc.and_then(|p| p.tty),
+                )
+            }
+            None => (
+                event
+                    .detail
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+                String::new(),
+                None,
+                None,
+            ),
+        };
+        let container_user = container.map_or("", |c| c.user.as_str());
+        let effective_user = [user.as_str(), container_user]
+            .into_iter()
+            .find(|u| !u.is_empty())
+            .unwrap_or("root")
+            .to_owned();
+        let healthcheck = exec.is_some()
+            && container.and_then(|c| c.probe.as_ref()) == Some(&argv)
+            && (user.is_empty() || user == container_user)
+            && privileged != Some(true)
+            && tty != Some(true);
+        let severity = severity(privileged, tty, &argv, &effective_user);
+        Facts {
+            exec,
+            container,
+            argv,
+            user: effective_user,
+            privileged,
+            tty,
+            healthcheck,
+            severity,
+        }
+    }
+
+    /// The fields of the exec's records.
+    pub(crate) fn record(self, event: &Event, claimed: Option<&str>) -> Record {
+        let Facts {
+            exec, container, ..
+        } = self;
+        let verified = exec.is_some();
+        let exec_id = exec.and_then(|e| e.id.clone());
+        let mut r = Record::new();
+        r.insert("ts".into(), rfc3339_nanos(event.time_nano).into());
+        r.insert("exec_id".into(), exec_id.map_or(Value::Null, Value::from));
+        r.insert("exec_id_verified".into(), verified.into());
+        if !verified && let Some(c) = claimed {
+            r.insert("claimed_exec_id".into(), c.into());
+        }
+        r.insert("container_id".into(), event.actor_id.clone().into());
+        r.insert(
+            "container_name".into(),
+            container
+                .map(|c| c.name.clone())
+                .or_else(|| event.name().map(str::to_owned))
+                .map_or(Value::Null, Value::from),
+        );
+        r.insert(
+            "image".into(),
+            container
+                .map(|c| c.image.clone())
+                .or_else(|| event.image().map(str::to_owned))
+                .map_or(Value::Null, Value::from),
+        );
+        r.insert("user".into(), self.user.into());
+        r.insert(
+            "privileged".into(),
+            self.privileged.map_or(Value::Null, Value::from),
+        );
+        r.insert("tty".into(), self.tty.map_or(Value::Null, Value::from));
+        r.insert("command".into(), self.argv.into());
+        r.insert("healthcheck".into(), self.healthcheck.into());
+        r.insert("enriched".into(), (verified && container.is_some()).into());
+        r
+    }
+}
+
+/// The fields of an exec's records (see [`Facts`]), with whether it is a
+/// health probe and its severity.
 pub(crate) fn exec_fields(
     exec: Option<&ExecInspectResponse>,
     container: Option<&Container>,
     event: &Event,
     claimed: Option<&str>,
 ) -> (Record, bool, Severity) {
-    let (argv, user, privileged, tty) = match exec {
-        Some(e) => {
-            let pc = e.process_config.clone().unwrap_or_default();
-            (argv(e), pc.user.unwrap_or_default(), pc.privileged, pc.tty)
-        }
-        None => (
-            event
-                .detail
-                .as_deref()
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect(),
-            String::new(),
-            None,
-            None,
-        ),
-    };
-    let container_user = container.map(|c| c.user.clone()).unwrap_or_default();
-    let effective_user = [user.as_str(), container_user.as_str()]
-        .into_iter()
-        .find(|u| !u.is_empty())
-        .unwrap_or("root")
-        .to_owned();
-    let healthcheck = exec.is_some()
-        && container.and_then(|c| c.probe.as_ref()) == Some(&argv)
-        && (user.is_empty() || user == container_user)
-        && privileged != Some(true)
-        && tty != Some(true);
-    let severity = severity(privileged, tty, &argv, &effective_user);
-    let verified = exec.is_some();
-    let exec_id = exec.and_then(|e| e.id.clone());
-    let mut r = Record::new();
-    r.insert("ts".into(), rfc3339_nanos(event.time_nano).into());
-    r.insert("exec_id".into(), exec_id.map_or(Value::Null, Value::from));
-    r.insert("exec_id_verified".into(), verified.into());
-    if !verified && let Some(c) = claimed {
-        r.insert("claimed_exec_id".into(), c.into());
-    }
-    r.insert("container_id".into(), event.actor_id.clone().into());
-    r.insert(
-        "container_name".into(),
-        container
-            .map(|c| c.name.clone())
-            .or_else(|| event.name().map(str::to_owned))
-            .map_or(Value::Null, Value::from),
-    );
-    r.insert(
-        "image".into(),
-        container
-            .map(|c| c.image.clone())
-            .or_else(|| event.image().map(str::to_owned))
-            .map_or(Value::Null, Value::from),
-    );
-    r.insert("user".into(), effective_user.into());
-    r.insert(
-        "privileged".into(),
-        privileged.map_or(Value::Null, Value::from),
-    );
-    r.insert("tty".into(), tty.map_or(Value::Null, Value::from));
-    r.insert("command".into(), argv.into());
-    r.insert("healthcheck".into(), healthcheck.into());
-    r.insert("enriched".into(), (verified && container.is_some()).into());
-    (r, healthcheck, severity)
+    let facts = Facts::new(exec, container, event);
+    let (healthcheck, severity) = (facts.healthcheck, facts.severity);
+    (facts.record(event, claimed), healthcheck, severity)
 }
 
 /// Which of an exec's two records.
