@@ -12,7 +12,7 @@
 //! through the rules offline; `main.rs` is the CLI.
 //!
 //! Layers, bottom to top (a module uses only those below it; checked by
-//! `tests/layering.rs`): `clock`, `lock`, `json`, `event`, `config` → `metrics`,
+//! `tests/layering.rs`): `clock`, `lock`, `json`, `event`, `config`, `mem` → `metrics`,
 //! `docker` → `internal_events` → `audit`, `containers`, `notify`, `progress` →
 //! `handlers` → `rules` → `dispatch` → `resync`, `source`, `reload` → `http`
 //! → `app`, `status`, `health`, `replay`.
@@ -32,6 +32,9 @@ pub mod http;
 pub mod internal_events;
 pub mod json;
 pub mod lock;
+/// The static (musl) build's memcpy and friends; see the module.
+#[cfg(target_arch = "x86_64")]
+pub mod mem;
 pub mod metrics;
 pub mod notify;
 pub mod progress;
