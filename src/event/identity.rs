@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use super::Event;
-use super::attributes::Attributes;
+use super::wire::Attributes;
 
 /// Receives an event's identifying fields, in one fixed order.
 trait Feed {
@@ -66,16 +66,16 @@ impl Feed for FastHash {
         self.0.write(b);
     }
 
-    /// The same information with one length word per pair (the dedup
-    /// window hashes every event): its key's and value's lengths, then
-    /// their bytes.
+    /// The same information in one pass (the dedup window hashes every
+    /// event): each pair's key and value lengths, then all their bytes,
+    /// which the attributes keep back to back.
     fn attributes(&mut self, a: &Attributes) {
         self.word(a.len() as u64);
-        for (k, v) in a.iter() {
-            self.word((k.len() as u64) << 32 | v.len() as u64);
-            self.0.write(k.as_bytes());
-            self.0.write(v.as_bytes());
+        let (buf, spans) = a.raw();
+        for &(k, v, e) in spans {
+            self.word(u64::from(v - k) << 32 | u64::from(e - v));
         }
+        self.bytes(buf.as_bytes());
     }
 }
 

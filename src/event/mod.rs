@@ -8,23 +8,21 @@
 //! event is a [`DecodeError`] the source counts as malformed.
 
 //!
-//! Submodules: `wire` (the serde shape), `attributes` (the actor's
-//! attributes, a container's shared between its events), `known` (the fixed
-//! type and action table), `identity` (what makes two events the same one).
+//! Submodules: `wire` (the serde shape), `known` (the fixed type and action
+//! table), `identity` (what makes two events the same one).
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-mod attributes;
 mod identity;
 mod known;
 mod wire;
 
-pub use attributes::Attributes;
 pub use identity::Identity;
 pub use known::{OTHER, known_labels, labels_for};
+pub use wire::Attributes;
 
 use known::known;
 use wire::Wire;
@@ -122,15 +120,10 @@ impl Event {
             _ => return Err(DecodeError::Missing { field: "timeNano" }),
         };
         let (actor_id, attributes) = match wire.actor {
-            Some(actor) => {
-                let id = actor.id.unwrap_or_default();
-                // A container's events share most of their attributes.
-                let container = (&*typ == "container" && !id.is_empty()).then_some(&*id);
-                let attributes = actor.attributes.map_or_else(Attributes::default, |a| {
-                    a.finish(container, &*raw_action == "destroy")
-                });
-                (id.into_owned(), attributes)
-            }
+            Some(actor) => (
+                actor.id.map(Cow::into_owned).unwrap_or_default(),
+                actor.attributes.unwrap_or_default(),
+            ),
             None => (String::new(), Attributes::default()),
         };
         let scope = wire.scope.map(|s| match s.as_ref() {

@@ -1,27 +1,93 @@
-//! The wire shape of an `/events` line, decoded borrowing from the input
-//! where it can, and its attributes decoded into [`Attributes`].
+//! The wire shape of an `/events` line and the compact [`Attributes`] map,
+//! decoded borrowing from the input where it can.
 //!
 //! Owns the serde side of decoding; it must not normalise actions or pick
 //! labels (that is `Event::new` and `known`).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::fmt;
-
-use super::attributes::{Attributes, Interned, Pairs};
 
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
+
+/// `Actor.Attributes`, compactly: every key and value in one string, with
+/// their boundaries; two allocations however many labels a container has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Attributes {
+    buf: String,
+    /// (key start, key end = value start, value end) in `buf`, in wire order.
+    spans: Vec<(u32, u32, u32)>,
+}
+
+impl Attributes {
+    /// Handlers, rules and the view look up a few keys in every event: a
+    /// key's length is compared before its bytes, and no slice is made of
+    /// the pairs that cannot match.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let bytes = self.buf.as_bytes();
+        self.spans
+            .iter()
+            .find(|&&(k, v, _)| {
+                (v - k) as usize == key.len()
+                    && bytes.get(k as usize..v as usize) == Some(key.as_bytes())
+            })
+            .and_then(|&(_, v, e)| self.buf.get(v as usize..e as usize))
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans.iter().map(|&(k, v, e)| {
+            let (k, v, e) = (k as usize, v as usize, e as usize);
+            (&self.buf[k..v], &self.buf[v..e])
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Every key and value back to back, and their boundaries (key start,
+    /// value start, value end) in wire order.
+    pub(crate) fn raw(&self) -> (&str, &[(u32, u32, u32)]) {
+        (&self.buf, &self.spans)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Adds a pair (the engine's JSON object has unique keys).
+    pub fn push(&mut self, key: &str, value: &str) {
+        let k = self.buf.len();
+        self.buf.push_str(key);
+        let v = self.buf.len();
+        self.buf.push_str(value);
+        let e = self.buf.len();
+        if let (Ok(k), Ok(v), Ok(e)) = (u32::try_from(k), u32::try_from(v), u32::try_from(e)) {
+            self.spans.push((k, v, e));
+        }
+    }
+}
+
+impl<'a> FromIterator<(&'a str, &'a str)> for Attributes {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
+        let mut a = Attributes::default();
+        for (k, v) in pairs {
+            a.push(k, v);
+        }
+        a
+    }
+}
 
 thread_local! {
     /// Where a decode collects an event's attributes before they are copied
     /// out at their exact size: grown pair by pair, the two buffers of every
     /// event would be reallocated a dozen times and held with up to half
     /// their capacity unused while the event waits in the queue.
-    static SCRATCH: RefCell<Pairs> = RefCell::default();
-    /// The pairs each container's events share, for the events this thread
-    /// decodes (the reader's).
-    static INTERNED: RefCell<Interned> = RefCell::default();
+    static SCRATCH: std::cell::RefCell<Attributes> = std::cell::RefCell::default();
 }
 
 /// A scratch buffer grown past this by an outsized event is not kept.
@@ -49,102 +115,46 @@ impl<'de> Deserialize<'de> for MaybeBorrowed<'de> {
     }
 }
 
-/// Decodes a map of strings into the thread's scratch pairs, and makes
-/// attributes of them with `finish` (or of a fresh buffer, were the scratch
-/// in use: `finish` is told which).
-fn decode_map<'de, A: MapAccess<'de>, T>(
-    mut map: A,
-    finish: fn(&Pairs, bool) -> T,
-) -> Result<T, A::Error> {
-    let mut fill = |a: &mut Pairs| {
-        while let Some((k, v)) = map.next_entry::<MaybeBorrowed<'de>, MaybeBorrowed<'de>>()? {
-            a.add(&k.0, &v.0);
-        }
-        Ok(())
-    };
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut a) => {
-            // An outsized event's buffer is let go at the next decode (the
-            // one before may still be read from the scratch).
-            if a.capacity() > SCRATCH_KEPT_BYTES {
-                *a = Pairs::default();
-            }
-            a.clear();
-            fill(&mut a).map(|()| finish(&a, true))
-        }
-        // Not reentrant, but never a panic if it were.
-        Err(_) => {
-            let mut a = Pairs::default();
-            fill(&mut a).map(|()| finish(&a, false))
-        }
-    })
-}
-
-/// A map of strings, or null (no attributes), for `T`.
-struct MapOf<T>(fn(&Pairs, bool) -> T, T);
-
-impl<'de, T> Visitor<'de> for MapOf<T> {
-    type Value = T;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a map of strings")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-        decode_map(map, self.0)
-    }
-    fn visit_unit<E>(self) -> Result<T, E> {
-        Ok(self.1)
-    }
-}
-
 impl<'de> Deserialize<'de> for Attributes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(MapOf(
-            |pairs, _| Attributes::copied(pairs),
-            Attributes::default(),
-        ))
-    }
-}
-
-/// An actor's attributes as decoded: left in the thread's scratch pairs
-/// until [`finish`](ActorAttributes::finish) knows whose they are.
-pub(super) enum ActorAttributes {
-    InScratch,
-    Copied(Attributes),
-}
-
-impl<'de> Deserialize<'de> for ActorAttributes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Copied only when the scratch was in use, and for null.
-        d.deserialize_any(MapOf(
-            |pairs, in_scratch| match in_scratch {
-                true => ActorAttributes::InScratch,
-                false => ActorAttributes::Copied(Attributes::copied(pairs)),
-            },
-            ActorAttributes::Copied(Attributes::default()),
-        ))
-    }
-}
-
-impl ActorAttributes {
-    /// The attributes, shared with the container's earlier events where
-    /// they are the same when `container` is the container's ID (and
-    /// forgotten after, if `last`: it was destroyed).
-    pub(super) fn finish(self, container: Option<&str>, last: bool) -> Attributes {
-        match self {
-            ActorAttributes::Copied(a) => a,
-            ActorAttributes::InScratch => SCRATCH.with(|scratch| {
-                let Ok(pairs) = scratch.try_borrow() else {
-                    return Attributes::default();
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Attributes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes, A::Error> {
+                let mut fill = |a: &mut Attributes| {
+                    while let Some((k, v)) =
+                        map.next_entry::<MaybeBorrowed<'de>, MaybeBorrowed<'de>>()?
+                    {
+                        a.push(&k.0, &v.0);
+                    }
+                    Ok(())
                 };
-                match container {
-                    Some(id) => INTERNED.with(|interned| match interned.try_borrow_mut() {
-                        Ok(mut interned) => interned.attributes(id, &pairs, last),
-                        Err(_) => Attributes::copied(&pairs),
-                    }),
-                    None => Attributes::copied(&pairs),
-                }
-            }),
+                SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+                    Ok(mut a) => {
+                        a.buf.clear();
+                        a.spans.clear();
+                        // A clone allocates exactly what it copies.
+                        let decoded = fill(&mut a).map(|()| a.clone());
+                        if a.buf.capacity() > SCRATCH_KEPT_BYTES {
+                            *a = Attributes::default();
+                        }
+                        decoded
+                    }
+                    // Not reentrant, but never a panic if it were.
+                    Err(_) => {
+                        let mut a = Attributes::default();
+                        fill(&mut a).map(|()| a)
+                    }
+                })
+            }
+            fn visit_unit<E>(self) -> Result<Attributes, E> {
+                Ok(Attributes::default())
+            }
         }
+        d.deserialize_any(V)
     }
 }
 
@@ -171,7 +181,7 @@ pub(super) struct WireActor<'a> {
     #[serde(rename = "ID", borrow, default)]
     pub(super) id: Option<Cow<'a, str>>,
     #[serde(rename = "Attributes", default)]
-    pub(super) attributes: Option<ActorAttributes>,
+    pub(super) attributes: Option<Attributes>,
 }
 
 #[cfg(test)]
@@ -199,14 +209,14 @@ mod tests {
         assert_eq!(small.get("nam"), None);
         assert_eq!(small.get("image"), Some("busybox"));
         assert_eq!(small.get("busybox"), None);
-        assert!(small.is_exact());
+        assert_eq!(small.buf.capacity(), small.buf.len());
+        assert_eq!(small.spans.capacity(), small.spans.len());
         // An outsized event is not kept as scratch: the next is still right.
         let huge = format!(r#"{{"k":"{}"}}"#, "y".repeat(SCRATCH_KEPT_BYTES + 1));
         assert_eq!(
             decode(&huge).get("k").map(str::len),
             Some(SCRATCH_KEPT_BYTES + 1)
         );
-        assert_eq!(decode(r#"{"k":"z"}"#).get("k"), Some("z"));
         assert_eq!(decode("{}"), Attributes::default());
         assert!(serde_json::from_str::<Attributes>(r#"{"a":"1","b":2}"#).is_err());
         assert_eq!(
