@@ -308,15 +308,29 @@ pub fn explain(err: &rustls::Error, tls: Option<&TlsEndpoint>) -> (&'static str,
 mod tests {
     use super::*;
 
-    fn temp(name: &str, contents: Option<&[u8]>) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("dw-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join(name);
+    /// A file in the temp dir, removed when the test ends.
+    struct TempFile(PathBuf);
+
+    impl std::ops::Deref for TempFile {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn temp(name: &str, contents: Option<&[u8]>) -> TempFile {
+        let path = std::env::temp_dir().join(format!("dw-tls-{}-{name}", std::process::id()));
         let _ = std::fs::remove_file(&path);
         if let Some(c) = contents {
             std::fs::write(&path, c).expect("write");
         }
-        path
+        TempFile(path)
     }
 
     #[test]
