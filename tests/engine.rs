@@ -43,6 +43,25 @@ fn counted_since(
         .collect()
 }
 
+/// How often the engine logged each `type.action` key between `since` and
+/// `until`.
+fn engine_counts(since: f64, until: f64) -> BTreeMap<String, f64> {
+    let mut counts = BTreeMap::new();
+    for e in &engine_events(since, until) {
+        *counts.entry(event_key(e)).or_default() += 1.0;
+    }
+    counts
+}
+
+/// dockwarden with `rules`, ready, reading the engine through a fault proxy.
+fn behind_proxy(rules: &str) -> (FaultProxy, Dockwarden) {
+    let proxy = FaultProxy::start();
+    let host = proxy.docker_host();
+    let mut dw = Dockwarden::start_with(rules, &[], &[("DOCKER_HOST", &host)]);
+    dw.wait_ready(Duration::from_secs(20));
+    (proxy, dw)
+}
+
 fn setup() -> Cleanup {
     require_docker();
     require_test_image();
@@ -307,18 +326,13 @@ fn unreachable_engine_is_retried_until_it_appears() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// Acceptance 8: cutting the connection during traffic → reconnects, and
-/// every event is counted exactly as often as the engine reports it.
 /// What the engine replays at a reconnect follows its head at once, and
 /// may come in the same read: it is counted then, not when the next event
 /// arrives (here none does).
 #[test]
 fn a_replay_read_with_the_head_is_counted_at_once() {
     let clean = setup();
-    let proxy = FaultProxy::start();
-    let host = proxy.docker_host();
-    let mut dw = Dockwarden::start_with(LOG_ALL, &[], &[("DOCKER_HOST", &host)]);
-    dw.wait_ready(Duration::from_secs(20));
+    let (proxy, dw) = behind_proxy(LOG_ALL);
     let before = dw.metrics();
     // Away while a container runs: its events come back as the replay.
     proxy.set_refuse(true);
@@ -327,10 +341,7 @@ fn a_replay_read_with_the_head_is_counted_at_once() {
     let name = clean.container(unique("away"));
     docker_ok(&["run", "--rm", "--name", &name, &test_image(), "true"]);
     let until = now_unix();
-    let mut expected: BTreeMap<String, f64> = BTreeMap::new();
-    for e in &engine_events(since, until) {
-        *expected.entry(event_key(e)).or_default() += 1.0;
-    }
+    let expected = engine_counts(since, until);
     assert!(expected.contains_key("container.destroy"), "{expected:?}");
     // The head and the replay reach dockwarden in one write.
     proxy.set_gather(Duration::from_millis(300));
@@ -345,13 +356,12 @@ fn a_replay_read_with_the_head_is_counted_at_once() {
     assert!(dw.metrics().get("dockwarden_stream_reconnects_total", &[]) >= 1.0);
 }
 
+/// Acceptance 8: cutting the connection during traffic → reconnects, and
+/// every event is counted exactly as often as the engine reports it.
 #[test]
 fn connection_cuts_reconnect_without_double_counting() {
     let clean = setup();
-    let proxy = FaultProxy::start();
-    let host = proxy.docker_host();
-    let mut dw = Dockwarden::start_with(LOG_ALL, &[], &[("DOCKER_HOST", &host)]);
-    dw.wait_ready(Duration::from_secs(20));
+    let (proxy, mut dw) = behind_proxy(LOG_ALL);
     let before = dw.metrics();
     let since = now_unix();
 
@@ -420,10 +430,7 @@ fn connection_cuts_reconnect_without_double_counting() {
 #[test]
 fn garbage_and_unknown_types_do_not_break_the_stream() {
     let clean = setup();
-    let proxy = FaultProxy::start();
-    let host = proxy.docker_host();
-    let mut dw = Dockwarden::start_with(LOG_ALL, &[], &[("DOCKER_HOST", &host)]);
-    dw.wait_ready(Duration::from_secs(20));
+    let (proxy, mut dw) = behind_proxy(LOG_ALL);
     let before = dw.metrics();
     let now_nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -523,11 +530,8 @@ fn run_refuses_a_bad_rules_file() {
 #[test]
 fn half_open_stall_is_noticed_and_caught_up() {
     let clean = setup();
-    let proxy = FaultProxy::start();
-    let host = proxy.docker_host();
     let rules = format!("[source]\nidle_ping_secs = 2\n{LOG_ALL}");
-    let mut dw = Dockwarden::start_with(&rules, &[], &[("DOCKER_HOST", &host)]);
-    dw.wait_ready(Duration::from_secs(20));
+    let (proxy, mut dw) = behind_proxy(&rules);
     let before = dw.metrics();
     assert!(proxy.stall_all() >= 1, "no live stream to stall");
     let stalled_at = Instant::now();
