@@ -194,9 +194,10 @@ impl ExecAudit {
         let written = !healthcheck || self.include_healthchecks;
         // A probe's records are not written, and nothing else reads them:
         // only its place is kept.
-        let fields = match written {
-            true => facts.record(event, claimed.as_deref()),
-            false => Record::new(),
+        let fields = if written {
+            facts.record(event, claimed.as_deref())
+        } else {
+            Record::new()
         };
         let verified = exec.is_some();
         let open = Open {

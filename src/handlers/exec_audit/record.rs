@@ -146,19 +146,16 @@ impl<'a> Facts<'a> {
             r.insert("claimed_exec_id".into(), c.into());
         }
         r.insert("container_id".into(), event.actor_id.clone().into());
+        // The engine's view of the container, else what the event says.
+        let known =
+            |seen: Option<&str>, said: Option<&str>| seen.or(said).map_or(Value::Null, Value::from);
         r.insert(
             "container_name".into(),
-            container
-                .map(|c| c.name.clone())
-                .or_else(|| event.name().map(str::to_owned))
-                .map_or(Value::Null, Value::from),
+            known(container.map(|c| c.name.as_str()), event.name()),
         );
         r.insert(
             "image".into(),
-            container
-                .map(|c| c.image.clone())
-                .or_else(|| event.image().map(str::to_owned))
-                .map_or(Value::Null, Value::from),
+            known(container.map(|c| c.image.as_str()), event.image()),
         );
         r.insert("user".into(), self.user.into());
         r.insert(
