@@ -20,8 +20,9 @@
 //!   into the run's temp dir), `--dry-run`, `RUST_LOG=info`, logs to a file;
 //! - `nomatch`: the binary with one rule on a key no event has;
 //! - then dockwarden with the default rules at an offered rate for a time:
-//!   what it has not read by then is never delivered (dockerd would have
-//!   slowed down, then dropped events), and counts against the target.
+//!   what it has not read 100 ms after the last event was due is never
+//!   delivered (dockerd drops a send that waits longer), and counts against
+//!   the target.
 //!
 //! For each: events/s (wall: from the first event written to the last one
 //! consumed), CPU seconds per million events (utime + stime of the process

@@ -369,12 +369,14 @@ async fn events(mut stream: UnixStream, s: &Shared) -> io::Result<()> {
     let mut stalls = (0u64, Duration::ZERO);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // An offered rate lasts events/rate seconds: what a slow reader has not
-    // taken by then is never delivered (dockerd would have slowed down,
-    // then dropped it).
+    // An offered rate lasts events/rate seconds. What a slow reader has not
+    // taken [`STALL`] after that is never delivered: dockerd waits that long
+    // on a send before it drops it. (Without the grace, the last
+    // millisecond's events counted as lost whenever this thread got its
+    // turn on the CPU just after the end, however fast the reader.)
     let deadline = plan
         .rate
-        .map(|rate| started + Duration::from_secs_f64(plan.events as f64 / rate));
+        .map(|rate| started + Duration::from_secs_f64(plan.events as f64 / rate) + STALL);
     'stream: while i < plan.events {
         let until = match plan.rate {
             None => plan.events,
