@@ -66,9 +66,13 @@ fn segment(id: &str) -> Result<String, Error> {
     Ok(utf8_percent_encode(id, SEGMENT).to_string())
 }
 
-/// bollard's client and the transport under it.
+/// bollard's client and the transport under it. A clone is a reference
+/// count: every handler run takes one.
 #[derive(Clone)]
-pub struct Engine {
+pub struct Engine(Arc<Parts>);
+
+#[derive(Clone)]
+struct Parts {
     docker: Docker,
     transport: Transport,
     /// What bollard puts before `/v1.NN/…`: `http://docker.sock`,
@@ -85,7 +89,7 @@ impl Deref for Engine {
     type Target = Docker;
 
     fn deref(&self) -> &Docker {
-        &self.docker
+        &self.0.docker
     }
 }
 
@@ -107,27 +111,30 @@ impl Engine {
             timeout_secs,
             API_DEFAULT_VERSION,
         )?;
-        Ok(Engine {
+        Ok(Engine(Arc::new(Parts {
             docker,
             transport,
             base: base.into(),
             timeout: Duration::from_secs(timeout_secs),
             reads: None,
-        })
+        })))
     }
 
     /// The same client, its reads of [`get`](Engine::get) done by `reads`.
     pub fn reading_with(self, reads: Reads) -> Engine {
-        Engine {
+        Engine(Arc::new(Parts {
             reads: Some(Arc::new(reads)),
-            ..self
-        }
+            ..Arc::unwrap_or_clone(self.0)
+        }))
     }
 
     /// Asks the engine which API version to speak, as bollard does.
     pub async fn negotiate_version(self) -> Result<Engine, Error> {
-        let docker = self.docker.clone().negotiate_version().await?;
-        Ok(Engine { docker, ..self })
+        let docker = self.0.docker.clone().negotiate_version().await?;
+        Ok(Engine(Arc::new(Parts {
+            docker,
+            ..Arc::unwrap_or_clone(self.0)
+        })))
     }
 
     /// `GET /containers/{id}/json`, decoded as `T`: a shape with only the
@@ -155,21 +162,21 @@ impl Engine {
     /// `GET /v1.NN{path}`: the body of a successful answer; any other is
     /// an error as bollard makes it (the engine's message, else its body).
     async fn get(&self, path: &str) -> Result<Bytes, Error> {
-        let version = self.docker.client_version();
+        let version = self.0.docker.client_version();
         let target = format!(
             "/v{}.{}{path}",
             version.major_version, version.minor_version
         );
-        let (status, body) = match &self.reads {
+        let (status, body) = match &self.0.reads {
             Some(reads) => {
-                let answer = reads.get(&target, self.timeout).await?;
+                let answer = reads.get(&target, self.0.timeout).await?;
                 (answer.status, answer.body)
             }
             None => {
-                let request = hyper::Request::get(format!("{}{target}", self.base))
+                let request = hyper::Request::get(format!("{}{target}", self.0.base))
                     .header(hyper::header::CONTENT_TYPE, "application/json")
                     .body(bollard::body_full(Bytes::new()))?;
-                let response = tokio::time::timeout(self.timeout, (self.transport)(request))
+                let response = tokio::time::timeout(self.0.timeout, (self.0.transport)(request))
                     .await
                     .map_err(|_| Error::RequestTimeoutError)??;
                 let status = response.status().as_u16();
