@@ -234,13 +234,13 @@ impl Default for Inspects {
 /// Every container dockwarden knows, by ID.
 #[derive(Default)]
 pub struct Containers {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<foldhash::HashMap<String, Entry>>,
     inspects: Inspects,
     /// View inspects asked for and not yet landed, by container: a
     /// handler that needs the view meanwhile waits for it rather than
     /// asking the engine again. Each receiver wakes when its inspect's
     /// sender is dropped.
-    flights: Mutex<HashMap<String, tokio::sync::watch::Receiver<()>>>,
+    flights: Mutex<foldhash::HashMap<String, tokio::sync::watch::Receiver<()>>>,
     /// Inspect every container the stream shows (on create, and on first
     /// sight), not only those a handler asks for: some rule in force reads
     /// the view, or the status API serves it.
@@ -325,7 +325,7 @@ impl Containers {
         id: &str,
     ) -> Result<Arc<Container>, bollard::errors::Error> {
         let info = retry(|| docker.inspect_container_as::<ViewInspect>(id)).await?;
-        Ok(self.remember(id, Container::from_inspect(&info.into())))
+        Ok(self.remember(id, Container::from_view(info)))
     }
 
     /// Caches `container` as the view of `id`.

@@ -22,7 +22,7 @@
 //! budget) and the inline path shares `Lanes` with the lanes: splitting would
 //! expose both.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -201,7 +201,8 @@ pub struct Dispatcher {
 }
 
 struct Lanes {
-    queues: Mutex<HashMap<String, VecDeque<Work>>>,
+    /// foldhash: looked up for every event that waits.
+    queues: Mutex<foldhash::HashMap<String, VecDeque<Work>>>,
     ctx: Arc<Ctx>,
     concurrency: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -227,7 +228,7 @@ impl Dispatcher {
             history: None,
             progress: progress.clone(),
             lanes: Arc::new(Lanes {
-                queues: Mutex::new(HashMap::new()),
+                queues: Mutex::new(foldhash::HashMap::default()),
                 ctx,
                 concurrency: Arc::new(Semaphore::new(max_concurrency)),
                 tracker,
@@ -246,6 +247,9 @@ impl Dispatcher {
     pub async fn run(mut self) {
         let shutdown = self.lanes.shutdown.clone();
         let metrics = self.lanes.ctx.metrics.clone();
+        // The matched rules of each event, in a buffer that is reused
+        // unless the event goes to a lane (most are done here).
+        let mut matched: Vec<Arc<Rule>> = Vec::new();
         loop {
             let batch = tokio::select! {
                 biased;
@@ -267,7 +271,8 @@ impl Dispatcher {
             for event in batch {
                 let held = self.queue.held();
                 let seq = (!event.synthetic).then(|| self.progress.begin(&event));
-                let matched: Vec<Arc<Rule>> = rules.matching(&event).cloned().collect();
+                matched.clear();
+                matched.extend(rules.matching(&event).cloned());
                 let observers = rules.observed(&event).then(|| rules.clone());
                 if matched.is_empty() && observers.is_none() && !Containers::wants(&event) {
                     self.lanes.finish(&event, seq);
@@ -292,11 +297,13 @@ impl Dispatcher {
                 self.lanes.submit(Work {
                     seq,
                     event,
-                    rules: matched,
+                    rules: std::mem::take(&mut matched),
                     observers,
                     _held: held,
                 });
             }
+            // Holds no rule between batches: a reload's old rules go now.
+            matched.clear();
         }
         let left = self.queue.depth();
         if left > 0 {
@@ -373,15 +380,16 @@ impl Lanes {
     }
 
     fn submit(self: &Arc<Self>, work: Work) {
-        let key = work.event.ordering_key().to_owned();
-        {
+        let key = {
             let mut queues = lock(&self.queues);
-            if let Some(queue) = queues.get_mut(&key) {
+            if let Some(queue) = queues.get_mut(work.event.ordering_key()) {
                 queue.push_back(work);
                 return;
             }
+            let key = work.event.ordering_key().to_owned();
             queues.insert(key.clone(), VecDeque::new());
-        }
+            key
+        };
         let lanes = self.clone();
         self.tracker
             .spawn(async move { lanes.run_lane(key, work).await });

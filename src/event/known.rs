@@ -4,7 +4,6 @@
 //!
 //! Owns the table; it must not decode or match events.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use super::Labels;
@@ -105,7 +104,7 @@ pub(super) struct Known {
 
 /// The static strings of a known `(type, action)`, built once.
 pub(super) fn known(typ: &str, action: &str) -> Option<&'static Known> {
-    type Table = HashMap<&'static str, HashMap<&'static str, Known>>;
+    type Table = foldhash::HashMap<&'static str, foldhash::HashMap<&'static str, Known>>;
     static TABLE: OnceLock<Table> = OnceLock::new();
     let table = TABLE.get_or_init(|| {
         KNOWN

@@ -8,7 +8,6 @@
 //! resync, because a stalled reader makes the daemon drop the whole
 //! subscription. It does no I/O besides the non-blocking hand-off.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,7 +51,7 @@ pub struct Sink {
     batch: Vec<Arc<Event>>,
     metrics: Arc<Metrics>,
     dedup: Dedup,
-    counters: HashMap<Labels, IntCounter>,
+    counters: foldhash::HashMap<Labels, IntCounter>,
     delivered: u64,
     warnings: WarnLimit,
     /// When the last batch was handed over.
@@ -120,7 +119,7 @@ impl Sink {
             batch: Vec::new(),
             metrics,
             dedup: Dedup::default(),
-            counters: HashMap::new(),
+            counters: foldhash::HashMap::default(),
             delivered: 0,
             warnings: WarnLimit::default(),
             handed: None,

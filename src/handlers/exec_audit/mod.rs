@@ -26,7 +26,6 @@
 
 pub(crate) mod record;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bollard::models::ExecInspectResponse;
@@ -70,7 +69,7 @@ struct Open {
 /// State shared by every `exec_audit` rule.
 #[derive(Default)]
 pub struct ExecAuditor {
-    open: Mutex<HashMap<String, Open>>,
+    open: Mutex<foldhash::HashMap<String, Open>>,
     /// Start order of `open`, for bounding it.
     order: Mutex<std::collections::VecDeque<String>>,
 }

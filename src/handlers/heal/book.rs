@@ -3,7 +3,7 @@
 //! [`Observer`]: who stopped a container, which events were dockwarden's
 //! own, when it started, whether it was OOM-killed, renamed or destroyed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -95,7 +95,7 @@ impl Entry {
 #[derive(Default)]
 pub struct Healer {
     /// By container name: survives a recreate.
-    pub(super) book: Mutex<HashMap<String, Entry>>,
+    pub(super) book: Mutex<foldhash::HashMap<String, Entry>>,
     pub(super) generation: std::sync::atomic::AtomicU64,
     /// Set for `dockwarden replay`: the events' clock, no engine, a journal.
     pub(super) offline: Option<Offline>,
@@ -164,7 +164,7 @@ impl Healer {
         !std::mem::replace(&mut e.labels_reported, true)
     }
 
-    pub(super) fn book(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    pub(super) fn book(&self) -> MutexGuard<'_, foldhash::HashMap<String, Entry>> {
         lock(&self.book)
     }
 
