@@ -79,7 +79,7 @@ fn reads_decode_what_bollard_decodes() {
             .inspect_container_as(&id)
             .await
             .expect("the view's inspect");
-        let slim = Container::from_inspect(&view.into());
+        let slim = Container::from_view(view);
         assert_eq!(slim, Container::from_inspect(&full));
         // Not defaults: the comparison above compares something.
         assert_eq!(slim.name, name);

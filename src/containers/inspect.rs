@@ -81,6 +81,27 @@ impl From<ViewInspect> for ContainerInspectResponse {
 
 impl Container {
     pub fn from_inspect(info: &ContainerInspectResponse) -> Container {
+        let labels = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        Container::with_labels(info, labels)
+    }
+
+    /// The view of an inspect read as [`ViewInspect`]: its labels are moved
+    /// into the view, not copied (a create's inspect, every create).
+    pub fn from_view(mut view: ViewInspect) -> Container {
+        let labels = view
+            .config
+            .as_mut()
+            .and_then(|c| c.labels.take())
+            .unwrap_or_default();
+        Container::with_labels(&view.into(), labels)
+    }
+
+    /// `info`'s view, with `labels` for its labels.
+    fn with_labels(info: &ContainerInspectResponse, labels: HashMap<String, String>) -> Container {
         // Borrowed: an inspect is large (HostConfig alone has dozens of
         // fields), and the view keeps a few of them.
         let (no_config, no_host, no_state) = Default::default();
@@ -88,7 +109,6 @@ impl Container {
         let host: &HostConfig = info.host_config.as_ref().unwrap_or(&no_host);
         let state: &ContainerState = info.state.as_ref().unwrap_or(&no_state);
         let policy = host.restart_policy.as_ref();
-        let labels: HashMap<String, String> = config.labels.clone().unwrap_or_default();
         let probe = config
             .healthcheck
             .as_ref()
