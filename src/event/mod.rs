@@ -108,10 +108,12 @@ impl Event {
         })?;
         let typ = wire
             .typ
+            .map(|t| t.0)
             .filter(|t| !t.is_empty())
             .ok_or(DecodeError::Missing { field: "Type" })?;
         let raw_action = wire
             .action
+            .map(|a| a.0)
             .filter(|a| !a.is_empty())
             .ok_or(DecodeError::Missing { field: "Action" })?;
         let time_nano = match (wire.time_nano, wire.time) {
@@ -121,12 +123,12 @@ impl Event {
         };
         let (actor_id, attributes) = match wire.actor {
             Some(actor) => (
-                actor.id.map(Cow::into_owned).unwrap_or_default(),
+                actor.id.map(|id| id.0.into_owned()).unwrap_or_default(),
                 actor.attributes.unwrap_or_default(),
             ),
             None => (String::new(), Attributes::default()),
         };
-        let scope = wire.scope.map(|s| match s.as_ref() {
+        let scope = wire.scope.map(|s| s.0).map(|s| match s.as_ref() {
             "local" => Cow::Borrowed("local"),
             "swarm" => Cow::Borrowed("swarm"),
             _ => Cow::Owned(s.into_owned()),

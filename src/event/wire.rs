@@ -94,13 +94,13 @@ thread_local! {
 const SCRATCH_KEPT_BYTES: usize = 64 * 1024;
 
 /// A string borrowed from the input when it has no escapes.
-struct MaybeBorrowed<'a>(Cow<'a, str>);
+pub(super) struct MaybeBorrowed<'a>(pub(super) Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for MaybeBorrowed<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for MaybeBorrowed<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MaybeBorrowed<'de>;
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = MaybeBorrowed<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
@@ -111,7 +111,7 @@ impl<'de> Deserialize<'de> for MaybeBorrowed<'de> {
                 Ok(MaybeBorrowed(Cow::Owned(v.to_owned())))
             }
         }
-        d.deserialize_str(V)
+        d.deserialize_str(V(std::marker::PhantomData))
     }
 }
 
@@ -162,14 +162,16 @@ impl<'de> Deserialize<'de> for Attributes {
 /// (the legacy `status`/`id`/`from`) are ignored.
 #[derive(Deserialize)]
 pub(super) struct Wire<'a> {
+    // Not `Option<Cow<str>>`: serde borrows a `Cow` only when it is the
+    // field's whole type, and allocated these three for every event.
     #[serde(rename = "Type", borrow, default)]
-    pub(super) typ: Option<Cow<'a, str>>,
+    pub(super) typ: Option<MaybeBorrowed<'a>>,
     #[serde(rename = "Action", borrow, default)]
-    pub(super) action: Option<Cow<'a, str>>,
+    pub(super) action: Option<MaybeBorrowed<'a>>,
     #[serde(rename = "Actor", borrow, default)]
     pub(super) actor: Option<WireActor<'a>>,
     #[serde(borrow, default)]
-    pub(super) scope: Option<Cow<'a, str>>,
+    pub(super) scope: Option<MaybeBorrowed<'a>>,
     #[serde(default)]
     pub(super) time: Option<i64>,
     #[serde(rename = "timeNano", default)]
@@ -179,7 +181,7 @@ pub(super) struct Wire<'a> {
 #[derive(Deserialize)]
 pub(super) struct WireActor<'a> {
     #[serde(rename = "ID", borrow, default)]
-    pub(super) id: Option<Cow<'a, str>>,
+    pub(super) id: Option<MaybeBorrowed<'a>>,
     #[serde(rename = "Attributes", default)]
     pub(super) attributes: Option<Attributes>,
 }
@@ -190,6 +192,26 @@ mod tests {
 
     fn decode(json: &str) -> Attributes {
         serde_json::from_str(json).expect("a map of strings")
+    }
+
+    #[test]
+    fn an_event_s_strings_are_borrowed_from_the_line_unless_escaped() {
+        let line = r#"{"Type":"container","Action":"exec_start: sh","Actor":{"ID":"abc","Attributes":{}},"scope":"loc\u0061l","timeNano":1}"#;
+        let wire: Wire<'_> = serde_json::from_str(line).expect("an event");
+        let borrowed = |m: &Option<MaybeBorrowed<'_>>| match m {
+            Some(MaybeBorrowed(Cow::Borrowed(_))) => Some(true),
+            Some(MaybeBorrowed(Cow::Owned(_))) => Some(false),
+            None => None,
+        };
+        assert_eq!(borrowed(&wire.typ), Some(true));
+        assert_eq!(borrowed(&wire.action), Some(true));
+        assert_eq!(borrowed(&wire.actor.and_then(|a| a.id)), Some(true));
+        // An escape needs a copy; it is still the right text.
+        assert_eq!(borrowed(&wire.scope), Some(false));
+        assert_eq!(
+            wire.scope.map(|s| s.0.into_owned()).as_deref(),
+            Some("local")
+        );
     }
 
     #[test]
