@@ -83,20 +83,72 @@ const SHRINK_ABOVE: usize = 8192;
 
 struct Slot {
     time_nano: i64,
-    /// The event, while its identity may still be needed.
-    event: Option<Arc<Event>>,
-    /// Its identity, if `event` was let go while it may still be needed
-    /// (rare: boxed, so that the slots of a burst take 32 bytes, not 40).
-    id: Option<Box<Identity>>,
+    /// Where its event (or identity) is kept in [`Held`], while it may
+    /// still be needed; [`NOTHING`] once let go. An index, not the event
+    /// itself, so that the slots of a burst take 16 bytes (32 with the
+    /// event and its identity in place).
+    held: u32,
     done: bool,
 }
 
-impl Slot {
-    /// The watermark passes `self` together with a later `next` (done):
-    /// its identity will never be read.
-    fn let_go(&mut self) {
-        self.event = None;
-        self.id = None;
+/// A slot that holds nothing.
+const NOTHING: u32 = u32::MAX;
+
+/// What a slot holds while its identity may still be needed.
+enum Kept {
+    Event(Arc<Event>),
+    /// Its event was let go early (rare): only the identity is kept.
+    Id(Identity),
+}
+
+/// The events and identities of the slots that hold one: at most those in
+/// flight and the done ones just before each, however many slots a burst
+/// behind a slow event adds.
+#[derive(Default)]
+struct Held {
+    kept: Vec<Option<Kept>>,
+    /// Free places in `kept`.
+    free: Vec<u32>,
+}
+
+impl Held {
+    fn keep(&mut self, what: Kept) -> u32 {
+        if let Some(i) = self.free.pop() {
+            self.kept[i as usize] = Some(what);
+            return i;
+        }
+        match u32::try_from(self.kept.len()) {
+            Ok(i) if i != NOTHING => {
+                self.kept.push(Some(what));
+                i
+            }
+            // Four billion events in flight: nothing to keep it in. Its
+            // identity is then not in the checkpoint (a restart at this
+            // very nanosecond would see it again, as without a checkpoint).
+            _ => NOTHING,
+        }
+    }
+
+    fn take(&mut self, i: u32) -> Option<Kept> {
+        let kept = self.kept.get_mut(i as usize)?.take();
+        if kept.is_some() {
+            self.free.push(i);
+            if self.free.len() == self.kept.len() {
+                // Nothing held: give back what a burst grew.
+                self.kept = Vec::new();
+                self.free = Vec::new();
+            }
+        }
+        kept
+    }
+
+    /// Keeps only the identity of what `i` holds.
+    fn keep_identity(&mut self, i: u32) {
+        if let Some(slot) = self.kept.get_mut(i as usize)
+            && let Some(Kept::Event(e)) = slot
+        {
+            *slot = Some(Kept::Id(e.identity()));
+        }
     }
 }
 
@@ -104,6 +156,8 @@ impl Slot {
 struct Inner {
     /// Events begun and not yet behind the watermark, in read order.
     slots: VecDeque<Slot>,
+    /// What those slots hold.
+    held: Held,
     /// Sequence number of `slots[0]`.
     front: u64,
     next: u64,
@@ -121,6 +175,22 @@ impl Inner {
             self.mark.ids.push(e.identity());
         }
         self.mark.clone()
+    }
+
+    /// The watermark passes slot `i` together with a later done one: its
+    /// identity will never be read.
+    fn let_go(&mut self, i: usize) {
+        if let Some(slot) = self.slots.get_mut(i) {
+            let held = std::mem::replace(&mut slot.held, NOTHING);
+            self.held.take(held);
+        }
+    }
+
+    /// Slot `i` keeps its identity, not its event.
+    fn keep_identity(&mut self, i: usize) {
+        if let Some(slot) = self.slots.get(i) {
+            self.held.keep_identity(slot.held);
+        }
     }
 }
 
@@ -145,10 +215,10 @@ impl Progress {
         let mut inner = lock(&self.inner);
         let seq = inner.next;
         inner.next += 1;
+        let held = inner.held.keep(Kept::Event(event.clone()));
         inner.slots.push_back(Slot {
             time_nano: event.time_nano,
-            event: Some(event.clone()),
-            id: None,
+            held,
             done: false,
         });
         seq
@@ -162,7 +232,7 @@ impl Progress {
         };
         let i = i as usize;
         let held = inner.slots.len() > HELD_WHOLE;
-        let slots = &mut inner.slots;
+        let slots = &inner.slots;
         let Some(t) = slots.get(i).map(|s| s.time_nano) else {
             return;
         };
@@ -171,25 +241,22 @@ impl Progress {
         // Events of one nanosecond can pile up only by keeping identities.
         let tied = |s: Option<&Slot>| s.is_some_and(|s| s.time_nano == t);
         let tie = tied(next) || i.checked_sub(1).is_some_and(|p| tied(slots.get(p)));
-        if let Some(prev) = i.checked_sub(1).and_then(|p| slots.get_mut(p))
+        if let Some(p) = i.checked_sub(1)
+            && let Some(prev) = slots.get(p)
             && prev.done
         {
             if prev.time_nano < t {
-                prev.let_go();
+                inner.let_go(p);
             } else if held && prev.time_nano == t {
-                prev.id = prev
-                    .event
-                    .take()
-                    .map(|e| Box::new(e.identity()))
-                    .or(prev.id.take());
+                inner.keep_identity(p);
             }
         }
-        if let Some(slot) = slots.get_mut(i) {
+        if let Some(slot) = inner.slots.get_mut(i) {
             slot.done = true;
             if !needed {
-                slot.let_go();
+                inner.let_go(i);
             } else if held && tie && i > 0 {
-                slot.id = slot.event.take().map(|e| Box::new(e.identity()));
+                inner.keep_identity(i);
             }
         }
         while inner.slots.front().is_some_and(|s| s.done) {
@@ -197,6 +264,7 @@ impl Progress {
                 break;
             };
             inner.front += 1;
+            let kept = inner.held.take(slot.held);
             let t = slot.time_nano;
             if t > inner.mark.time_nano {
                 inner.mark.time_nano = t;
@@ -204,10 +272,10 @@ impl Progress {
                 inner.undigested.clear();
             }
             if t == inner.mark.time_nano {
-                match (slot.event, slot.id) {
-                    (Some(event), _) => inner.undigested.push(event),
-                    (None, Some(id)) => inner.mark.ids.push(*id),
-                    (None, None) => {}
+                match kept {
+                    Some(Kept::Event(event)) => inner.undigested.push(event),
+                    Some(Kept::Id(id)) => inner.mark.ids.push(id),
+                    None => {}
                 }
             }
             inner.changed = true;
@@ -393,10 +461,10 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_takes_32_bytes() {
+    fn a_slot_takes_16_bytes() {
         // A burst behind a slow event holds a slot per event read since.
         assert!(
-            std::mem::size_of::<Slot>() <= 32,
+            std::mem::size_of::<Slot>() <= 16,
             "{}",
             std::mem::size_of::<Slot>()
         );
@@ -465,8 +533,17 @@ mod tests {
             p.done(seq);
         }
         assert!(lock(&p.inner).slots.capacity() >= n as usize - 1);
+        // Behind the slow event, only it and the newest done one (the
+        // watermark may stop there) hold their event.
+        let holding = |p: &Progress| {
+            let inner = lock(&p.inner);
+            inner.held.kept.iter().filter(|k| k.is_some()).count()
+        };
+        assert_eq!(holding(&p), 2);
         p.done(slow);
         assert_eq!(p.mark().time_nano, n - 1);
+        assert_eq!(holding(&p), 0);
+        assert_eq!(lock(&p.inner).held.kept.capacity(), 0);
         let kept = lock(&p.inner).slots.capacity();
         assert!(
             kept <= SHRINK_ABOVE,
