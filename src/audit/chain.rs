@@ -41,15 +41,73 @@ impl Default for ChainTail {
 /// Serialises `record` with its place in the chain; returns the line
 /// (with `\n`) and the record's hash. A record that cannot be encoded has
 /// no line: the error says so, and the chain does not move.
-pub fn chain_line(mut record: Record, tail: &ChainTail) -> Result<(Vec<u8>, String), EncodeError> {
-    record.insert("seq".into(), Value::from(tail.seq + 1));
-    record.insert("prev_hash".into(), Value::from(tail.hash.clone()));
-    record.remove("hash");
-    let hash = record_hash(&tail.hash, &record)?;
-    record.insert("hash".into(), Value::from(hash.clone()));
-    let mut line = encode(WHAT, &record)?;
+///
+/// The record is borrowed, not copied: the writer keeps it until its line
+/// is on disk, and a copy of every record (a map of a score of strings)
+/// was most of the writer's allocations. The chain's fields are merged
+/// into the record's own as it is serialised, in the same key order.
+pub fn chain_line(record: &Record, tail: &ChainTail) -> Result<(Vec<u8>, String), EncodeError> {
+    let seq = Value::from(tail.seq + 1);
+    let prev = Value::from(tail.hash.as_str());
+    let mut h = Sha256::new();
+    h.update(tail.hash.as_bytes());
+    h.update(encode(
+        WHAT,
+        &Chained {
+            record,
+            chain: &[("prev_hash", &prev), ("seq", &seq)],
+        },
+    )?);
+    let hash = hex(&h.finalize());
+    let own = Value::from(hash.as_str());
+    let mut line = encode(
+        WHAT,
+        &Chained {
+            record,
+            chain: &[("hash", &own), ("prev_hash", &prev), ("seq", &seq)],
+        },
+    )?;
     line.push(b'\n');
     Ok((line, hash))
+}
+
+/// The canonical JSON of `record` without its place in the chain (`seq`,
+/// `prev_hash`, `hash`), without copying it.
+pub(super) fn canonical_unchained(record: &Record) -> Result<Vec<u8>, EncodeError> {
+    encode(WHAT, &Chained { record, chain: &[] })
+}
+
+/// The keys of a record that its place in the chain sets.
+const CHAIN_KEYS: [&str; 3] = ["hash", "prev_hash", "seq"];
+
+/// A record with its chain fields, serialised as the map the record would
+/// be with them inserted (and its own `hash`, `prev_hash` and `seq`
+/// replaced): keys in order, as serde_json's ordered map writes them.
+struct Chained<'a> {
+    record: &'a Record,
+    /// Sorted by key, all of them from [`CHAIN_KEYS`].
+    chain: &'a [(&'static str, &'a Value)],
+}
+
+impl serde::Serialize for Chained<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        let mut chain = self.chain.iter().peekable();
+        for (k, v) in self.record {
+            if CHAIN_KEYS.contains(&k.as_str()) {
+                continue;
+            }
+            while let Some((ck, cv)) = chain.next_if(|(ck, _)| *ck < k.as_str()) {
+                map.serialize_entry(ck, cv)?;
+            }
+            map.serialize_entry(k, v)?;
+        }
+        for (ck, cv) in chain {
+            map.serialize_entry(ck, cv)?;
+        }
+        map.end()
+    }
 }
 
 /// SHA-256 (hex) of `prev_hash` followed by the canonical JSON of `record`
@@ -80,7 +138,7 @@ mod tests {
     fn a_line_is_canonical_json_whose_hash_covers_the_rest() {
         let mut r = Record::new();
         r.insert("kind".into(), "test".into());
-        let (line, hash) = chain_line(r, &ChainTail::default()).expect("a map encodes");
+        let (line, hash) = chain_line(&r, &ChainTail::default()).expect("a map encodes");
         let text = String::from_utf8(line).expect("utf-8");
         assert_eq!(
             text,
@@ -91,5 +149,79 @@ mod tests {
         let mut back: Record = serde_json::from_str(&text).expect("JSON");
         back.remove("hash");
         assert_eq!(record_hash(GENESIS, &back).expect("encodes"), hash);
+    }
+
+    /// What a line was before records were borrowed: the record copied, the
+    /// chain's fields inserted, then serialised.
+    fn line_by_copy(mut record: Record, tail: &ChainTail) -> (Vec<u8>, String) {
+        record.insert("seq".into(), Value::from(tail.seq + 1));
+        record.insert("prev_hash".into(), Value::from(tail.hash.clone()));
+        record.remove("hash");
+        let hash = record_hash(&tail.hash, &record).expect("encodes");
+        record.insert("hash".into(), Value::from(hash.clone()));
+        let mut line = encode(WHAT, &record).expect("encodes");
+        line.push(b'\n');
+        (line, hash)
+    }
+
+    #[test]
+    fn a_borrowed_record_gives_the_line_a_copied_one_gave() {
+        let tail = ChainTail {
+            seq: 41,
+            hash: "ab".repeat(32),
+        };
+        // Keys before, between and after the chain's, keys that start like
+        // them, stale chain fields, nested values and escapes.
+        let keys = [
+            "",
+            "a",
+            "has",
+            "hash",
+            "hash_",
+            "hasi",
+            "kind",
+            "prev",
+            "prev_hash",
+            "prev_hasi",
+            "r",
+            "se",
+            "seq",
+            "seq0",
+            "z",
+            "\u{e9}t\u{e9}",
+            "Z",
+            "_",
+        ];
+        for skip in 0..keys.len() {
+            let mut r = Record::new();
+            for (i, k) in keys.iter().enumerate().filter(|(i, _)| *i != skip) {
+                let v = match i % 3 {
+                    0 => Value::from(format!("v\"{i}\n")),
+                    1 => serde_json::json!({"n": i, "l": [1, "x"]}),
+                    _ => Value::from(i),
+                };
+                r.insert((*k).to_owned(), v);
+            }
+            let mut plain = r.clone();
+            for k in CHAIN_KEYS {
+                plain.remove(k);
+            }
+            assert_eq!(
+                canonical_unchained(&r).expect("encodes"),
+                encode(WHAT, &plain).expect("encodes")
+            );
+            let borrowed = chain_line(&r, &tail).expect("a map encodes");
+            assert_eq!(
+                borrowed,
+                line_by_copy(r, &tail),
+                "without key {:?}",
+                keys[skip]
+            );
+        }
+        let empty = Record::new();
+        assert_eq!(
+            chain_line(&empty, &tail).expect("encodes"),
+            line_by_copy(empty, &tail)
+        );
     }
 }

@@ -29,9 +29,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::Record;
-use super::chain::WHAT;
+use super::chain::canonical_unchained;
 use super::writer::rotated;
-use crate::json::{EncodeError, encode};
+use crate::json::EncodeError;
 
 /// How many record identities the writer remembers.
 const RECENT_IDENTITIES: usize = 50_000;
@@ -53,12 +53,8 @@ pub fn identity(record: &Record) -> Result<u64, EncodeError> {
     if let (Some(kind), Some(exec)) = (str_field(record, "kind"), str_field(record, "exec_id")) {
         return Ok(exec_identity(kind, str_field(record, "container_id"), exec));
     }
-    let mut plain = record.clone();
-    for k in ["seq", "prev_hash", "hash"] {
-        plain.remove(k);
-    }
     let mut h = DefaultHasher::new();
-    ("json", encode(WHAT, &plain)?).hash(&mut h);
+    ("json", canonical_unchained(record)?).hash(&mut h);
     Ok(h.finish())
 }
 

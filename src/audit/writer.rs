@@ -209,7 +209,7 @@ impl Writer {
             let stdout = io::stdout();
             let mut out = stdout.lock();
             while let Some(record) = self.pending.pop_front() {
-                match chain_line(record, &self.tail) {
+                match chain_line(&record, &self.tail) {
                     Ok((line, hash)) => {
                         out.write_all(&line)?;
                         self.advance(hash);
@@ -227,7 +227,7 @@ impl Writer {
         let mut staged = self.tail.clone();
         let mut i = 0;
         while i < self.pending.len() {
-            let (line, hash) = match chain_line(self.pending[i].clone(), &staged) {
+            let (line, hash) = match chain_line(&self.pending[i], &staged) {
                 Ok(chained) => chained,
                 Err(e) => {
                     self.pending.remove(i);
