@@ -134,9 +134,14 @@ impl Held {
         if kept.is_some() {
             self.free.push(i);
             if self.free.len() == self.kept.len() {
-                // Nothing held: give back what a burst grew.
-                self.kept = Vec::new();
-                self.free = Vec::new();
+                // Nothing held: start afresh, and give back what a burst
+                // grew (what a quiet stream needs is kept, not regrown).
+                self.kept.clear();
+                self.free.clear();
+                if self.kept.capacity() > SHRINK_ABOVE {
+                    self.kept = Vec::new();
+                    self.free = Vec::new();
+                }
             }
         }
         kept
@@ -543,7 +548,7 @@ mod tests {
         p.done(slow);
         assert_eq!(p.mark().time_nano, n - 1);
         assert_eq!(holding(&p), 0);
-        assert_eq!(lock(&p.inner).held.kept.capacity(), 0);
+        assert!(lock(&p.inner).held.kept.is_empty());
         let kept = lock(&p.inner).slots.capacity();
         assert!(
             kept <= SHRINK_ABOVE,
@@ -553,6 +558,24 @@ mod tests {
         let seq = p.begin(&ev(n, "after"));
         p.done(seq);
         assert_eq!(p.mark().time_nano, n);
+    }
+
+    #[test]
+    fn what_a_burst_in_flight_held_is_given_back_once_it_is_done() {
+        let p = Progress::new(None);
+        let n = SHRINK_ABOVE as i64 * 2;
+        let seqs: Vec<u64> = (1..=n).map(|t| p.begin(&ev(t, "e"))).collect();
+        assert_eq!(lock(&p.inner).held.kept.len(), n as usize);
+        for seq in seqs {
+            p.done(seq);
+        }
+        assert_eq!(p.mark().time_nano, n);
+        assert_eq!(lock(&p.inner).held.kept.capacity(), 0);
+        // A quiet stream keeps the little it needs.
+        let seq = p.begin(&ev(n + 1, "after"));
+        p.done(seq);
+        assert_eq!(p.mark().time_nano, n + 1);
+        assert!(lock(&p.inner).held.kept.capacity() > 0);
     }
 
     #[test]
