@@ -44,3 +44,6 @@ pub mod resync;
 pub mod rules;
 pub mod source;
 pub mod status;
+/// Temp files for unit tests.
+#[cfg(test)]
+mod test_files;

@@ -10,7 +10,15 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module may use the modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["clock", "lock", "json", "event", "config", "mem"],
+    &[
+        "clock",
+        "lock",
+        "json",
+        "event",
+        "config",
+        "mem",
+        "test_files",
+    ],
     &["metrics", "docker"],
     &["internal_events"],
     &["audit", "containers", "notify", "progress"],

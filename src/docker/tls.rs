@@ -307,30 +307,10 @@ pub fn explain(err: &rustls::Error, tls: Option<&TlsEndpoint>) -> (&'static str,
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A file in the temp dir, removed when the test ends.
-    struct TempFile(PathBuf);
-
-    impl std::ops::Deref for TempFile {
-        type Target = Path;
-        fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
+    use crate::test_files::TempFile;
 
     fn temp(name: &str, contents: Option<&[u8]>) -> TempFile {
-        let path = std::env::temp_dir().join(format!("dw-tls-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        if let Some(c) = contents {
-            std::fs::write(&path, c).expect("write");
-        }
-        TempFile(path)
+        TempFile::new("tls", name, contents)
     }
 
     #[test]

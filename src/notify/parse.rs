@@ -251,6 +251,8 @@ mod tests {
 
     use toml::de::DeTable;
 
+    use crate::test_files::TempFile;
+
     use super::*;
     use crate::config::diag::Collector;
 
@@ -264,30 +266,8 @@ mod tests {
         (config, d.to_string().lines().map(str::to_owned).collect())
     }
 
-    /// A secret file in the temp dir, removed when the test ends.
-    struct SecretFile(std::path::PathBuf);
-
-    impl std::fmt::Display for SecretFile {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            self.0.display().fmt(f)
-        }
-    }
-
-    impl Drop for SecretFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-
-    fn secret_path(name: &str, contents: Option<&str>) -> SecretFile {
-        let p = std::env::temp_dir().join(format!("dw-notify-cfg-{}-{name}", std::process::id()));
-        match contents {
-            Some(c) => std::fs::write(&p, c).expect("write secret"),
-            None => {
-                let _ = std::fs::remove_file(&p);
-            }
-        }
-        SecretFile(p)
+    fn secret_path(name: &str, contents: Option<&str>) -> TempFile {
+        TempFile::new("notify-cfg", name, contents.map(str::as_bytes))
     }
 
     #[test]
