@@ -49,16 +49,13 @@ impl Default for ChainTail {
 pub fn chain_line(record: &Record, tail: &ChainTail) -> Result<(Vec<u8>, String), EncodeError> {
     let seq = Value::from(tail.seq + 1);
     let prev = Value::from(tail.hash.as_str());
-    let mut h = Sha256::new();
-    h.update(tail.hash.as_bytes());
-    h.update(encode(
-        WHAT,
+    let hash = hash_after(
+        &tail.hash,
         &Chained {
             record,
             chain: &[("prev_hash", &prev), ("seq", &seq)],
         },
-    )?);
-    let hash = hex(&h.finalize());
+    )?;
     let own = Value::from(hash.as_str());
     let mut line = encode(
         WHAT,
@@ -114,6 +111,11 @@ impl serde::Serialize for Chained<'_> {
 /// (which must not hold `hash`). serde_json's map is ordered by key, so its
 /// compact form is canonical.
 pub fn record_hash(prev_hash: &str, record: &Record) -> Result<String, EncodeError> {
+    hash_after(prev_hash, record)
+}
+
+/// SHA-256 (hex) of `prev_hash` followed by `record`'s compact JSON.
+fn hash_after(prev_hash: &str, record: &impl serde::Serialize) -> Result<String, EncodeError> {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(encode(WHAT, record)?);
