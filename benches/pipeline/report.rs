@@ -102,15 +102,25 @@ pub fn table(rows: &[Measure], idle: Option<&Idle>) -> String {
 /// CPU seconds per million events over every run of `kind` in `scenario`
 /// (total CPU over total events), if there was one.
 fn cpu_per_million(rows: &[Measure], kind: Kind, scenario: Scenario) -> Option<f64> {
+    cpu_per_million_of(rows, kind, scenario, |m| m.counted)
+}
+
+/// The same, over the events `events` says a run had.
+fn cpu_per_million_of(
+    rows: &[Measure],
+    kind: Kind,
+    scenario: Scenario,
+    events: fn(&Measure) -> u64,
+) -> Option<f64> {
     let runs: Vec<&Measure> = rows
         .iter()
-        .filter(|m| m.kind == kind && m.scenario == scenario && m.counted > 0)
+        .filter(|m| m.kind == kind && m.scenario == scenario && events(m) > 0)
         .collect();
     if runs.is_empty() {
         return None;
     }
     let cpu: f64 = runs.iter().map(|m| m.cpu_secs).sum();
-    let events: u64 = runs.iter().map(|m| m.counted).sum();
+    let events: u64 = runs.iter().map(|m| events(m)).sum();
     Some(cpu / events as f64 * 1e6)
 }
 
@@ -151,14 +161,9 @@ pub fn ratios(rows: &[Measure]) -> String {
     // events are dropped, which costs only the reader's work; at an
     // offered rate that it keeps up with, every event is handled.
     let handled = |scenario: Scenario| {
-        let runs: Vec<&Measure> = rows
-            .iter()
-            .filter(|m| m.kind == Kind::Dockwarden && m.scenario == scenario)
-            .filter(|m| m.counted > m.dropped)
-            .collect();
-        let events: u64 = runs.iter().map(|m| m.counted - m.dropped).sum();
-        let cpu: f64 = runs.iter().map(|m| m.cpu_secs).sum();
-        (events > 0).then(|| cpu / events as f64 * 1e6)
+        cpu_per_million_of(rows, Kind::Dockwarden, scenario, |m| {
+            m.counted.saturating_sub(m.dropped)
+        })
     };
     if let Some(b) = cpu_per_million(rows, Kind::Bollard, Scenario::Fast) {
         for (scenario, what) in [
