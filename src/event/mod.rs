@@ -45,8 +45,6 @@ pub struct Event {
     /// copied over the daemon's own keys: never trust one for a decision that
     /// a label could forge (see `exit_code`).
     pub attributes: Attributes,
-    /// `scope`: `local` or `swarm`.
-    pub scope: Option<Cow<'static, str>>,
     /// `timeNano`: nanoseconds since the Unix epoch.
     pub time_nano: i64,
     /// Fixed label values for metrics.
@@ -128,20 +126,13 @@ impl Event {
             ),
             None => (String::new(), Attributes::default()),
         };
-        let scope = wire.scope.map(|s| s.0).map(|s| match s.as_ref() {
-            "local" => Cow::Borrowed("local"),
-            "swarm" => Cow::Borrowed("swarm"),
-            _ => Cow::Owned(s.into_owned()),
-        });
-        let mut event = Event::assemble(
+        Ok(Event::assemble(
             (&typ, &raw_action),
             actor_id,
             attributes,
             time_nano,
             received,
-        );
-        event.scope = scope;
-        Ok(event)
+        ))
     }
 
     /// An event from its parts (`raw_action` as the engine writes it, e.g.
@@ -192,7 +183,6 @@ impl Event {
             key,
             actor_id,
             attributes,
-            scope: None,
             time_nano,
             labels,
             received,

@@ -159,7 +159,8 @@ impl<'de> Deserialize<'de> for Attributes {
 }
 
 /// The wire shape, borrowed from the input where it can be. Unknown fields
-/// (the legacy `status`/`id`/`from`) are ignored.
+/// (the legacy `status`/`id`/`from`, and `scope`, which nothing reads) are
+/// ignored.
 #[derive(Deserialize)]
 pub(super) struct Wire<'a> {
     // Not `Option<Cow<str>>`: serde borrows a `Cow` only when it is the
@@ -170,8 +171,6 @@ pub(super) struct Wire<'a> {
     pub(super) action: Option<MaybeBorrowed<'a>>,
     #[serde(rename = "Actor", borrow, default)]
     pub(super) actor: Option<WireActor<'a>>,
-    #[serde(borrow, default)]
-    pub(super) scope: Option<MaybeBorrowed<'a>>,
     #[serde(default)]
     pub(super) time: Option<i64>,
     #[serde(rename = "timeNano", default)]
@@ -196,7 +195,7 @@ mod tests {
 
     #[test]
     fn an_event_s_strings_are_borrowed_from_the_line_unless_escaped() {
-        let line = r#"{"Type":"container","Action":"exec_start: sh","Actor":{"ID":"abc","Attributes":{}},"scope":"loc\u0061l","timeNano":1}"#;
+        let line = r#"{"Type":"container","Action":"exec_start: sh \u003e f","Actor":{"ID":"abc","Attributes":{}},"scope":"local","timeNano":1}"#;
         let wire: Wire<'_> = serde_json::from_str(line).expect("an event");
         let borrowed = |m: &Option<MaybeBorrowed<'_>>| match m {
             Some(MaybeBorrowed(Cow::Borrowed(_))) => Some(true),
@@ -204,13 +203,13 @@ mod tests {
             None => None,
         };
         assert_eq!(borrowed(&wire.typ), Some(true));
-        assert_eq!(borrowed(&wire.action), Some(true));
         assert_eq!(borrowed(&wire.actor.and_then(|a| a.id)), Some(true));
-        // An escape needs a copy; it is still the right text.
-        assert_eq!(borrowed(&wire.scope), Some(false));
+        // An escape needs a copy (Go's encoder writes `>` as `\u003e`); it
+        // is still the right text.
+        assert_eq!(borrowed(&wire.action), Some(false));
         assert_eq!(
-            wire.scope.map(|s| s.0.into_owned()).as_deref(),
-            Some("local")
+            wire.action.map(|a| a.0.into_owned()).as_deref(),
+            Some("exec_start: sh > f")
         );
     }
 
