@@ -72,7 +72,7 @@ impl Feed for FastHash {
     fn attributes(&mut self, a: &Attributes) {
         self.word(a.len() as u64);
         let (buf, spans) = a.raw();
-        for &(k, v, e) in spans {
+        for (k, v, e) in spans {
             self.word(u64::from(v - k) << 32 | u64::from(e - v));
         }
         self.bytes(buf.as_bytes());

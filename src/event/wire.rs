@@ -15,8 +15,10 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Attributes {
     buf: String,
-    /// (key start, key end = value start, value end) in `buf`, in wire order.
-    spans: Vec<(u32, u32, u32)>,
+    /// (key end = value start, value end) in `buf`, in wire order: a key
+    /// starts where the pair before it ends. 8 bytes a pair, not 12 (with
+    /// each key's start): every queued event holds a dozen or more.
+    spans: Vec<(u32, u32)>,
 }
 
 impl Attributes {
@@ -25,13 +27,12 @@ impl Attributes {
     /// the pairs that cannot match.
     pub fn get(&self, key: &str) -> Option<&str> {
         let bytes = self.buf.as_bytes();
-        self.spans
-            .iter()
-            .find(|&&(k, v, _)| {
+        self.triples()
+            .find(|&(k, v, _)| {
                 (v - k) as usize == key.len()
                     && bytes.get(k as usize..v as usize) == Some(key.as_bytes())
             })
-            .and_then(|&(_, v, e)| self.buf.get(v as usize..e as usize))
+            .and_then(|(_, v, e)| self.buf.get(v as usize..e as usize))
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
@@ -39,9 +40,17 @@ impl Attributes {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.spans.iter().map(|&(k, v, e)| {
+        self.triples().map(|(k, v, e)| {
             let (k, v, e) = (k as usize, v as usize, e as usize);
             (&self.buf[k..v], &self.buf[v..e])
+        })
+    }
+
+    /// (key start, value start, value end) of each pair, in wire order.
+    fn triples(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        self.spans.iter().scan(0, |start, &(v, e)| {
+            let k = std::mem::replace(start, e);
+            Some((k, v, e))
         })
     }
 
@@ -51,8 +60,8 @@ impl Attributes {
 
     /// Every key and value back to back, and their boundaries (key start,
     /// value start, value end) in wire order.
-    pub(crate) fn raw(&self) -> (&str, &[(u32, u32, u32)]) {
-        (&self.buf, &self.spans)
+    pub(crate) fn raw(&self) -> (&str, impl Iterator<Item = (u32, u32, u32)> + '_) {
+        (&self.buf, self.triples())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -66,8 +75,11 @@ impl Attributes {
         let v = self.buf.len();
         self.buf.push_str(value);
         let e = self.buf.len();
-        if let (Ok(k), Ok(v), Ok(e)) = (u32::try_from(k), u32::try_from(v), u32::try_from(e)) {
-            self.spans.push((k, v, e));
+        match (u32::try_from(v), u32::try_from(e)) {
+            (Ok(v), Ok(e)) => self.spans.push((v, e)),
+            // Past 4 GiB (never from a 16 MiB line): not kept, and the
+            // buffer keeps only what the spans reach.
+            _ => self.buf.truncate(k),
         }
     }
 }
