@@ -92,6 +92,15 @@ enum Kept {
     Id(Identity),
 }
 
+impl Kept {
+    fn identity(&self) -> Identity {
+        match self {
+            Kept::Event(event) => event.identity(),
+            Kept::Id(id) => *id,
+        }
+    }
+}
+
 /// An event begun and not yet behind the watermark: in flight, or done
 /// and possibly where the watermark stops. Entries are linked in read
 /// order; the done events let go between them are folded into the entry
@@ -121,8 +130,6 @@ struct Inner {
     free: Vec<u32>,
     head: u32,
     tail: u32,
-    /// Places in use.
-    live: usize,
     next_seq: u64,
     mark: Checkpoint,
     /// Events at `mark.time_nano` not yet digested into `mark.ids`: the
@@ -139,7 +146,6 @@ impl Default for Inner {
             free: Vec::new(),
             head: NIL,
             tail: NIL,
-            live: 0,
             next_seq: 0,
             mark: Checkpoint::default(),
             undigested: Vec::new(),
@@ -151,12 +157,14 @@ impl Default for Inner {
 impl Inner {
     fn digest(&mut self) -> Checkpoint {
         for kept in self.undigested.drain(..) {
-            self.mark.ids.push(match kept {
-                Kept::Event(event) => event.identity(),
-                Kept::Id(id) => id,
-            });
+            self.mark.ids.push(kept.identity());
         }
         self.mark.clone()
+    }
+
+    /// Places in use.
+    fn live(&self) -> usize {
+        self.entries.len() - self.free.len()
     }
 
     fn entry(&self, i: u32) -> Option<&Entry> {
@@ -188,9 +196,8 @@ impl Inner {
         let kept = self.entries.get_mut(i as usize).and_then(|e| e.kept.take());
         if kept.is_some() {
             self.free.push(i);
-            self.live -= 1;
         }
-        if self.live == 0 {
+        if self.live() == 0 {
             // Nothing in flight: start afresh, and give back what a burst
             // grew (what a quiet stream needs is kept, not regrown).
             self.entries.clear();
@@ -227,9 +234,9 @@ impl Inner {
     /// Entry `i` keeps its identity, not its event.
     fn keep_identity(&mut self, i: u32) {
         if let Some(e) = self.entries.get_mut(i as usize)
-            && let Some(Kept::Event(event)) = &e.kept
+            && let Some(kept @ Kept::Event(_)) = &e.kept
         {
-            e.kept = Some(Kept::Id(event.identity()));
+            e.kept = Some(Kept::Id(kept.identity()));
         }
     }
 
@@ -300,7 +307,6 @@ impl Progress {
         let Some(i) = inner.place(entry) else {
             return u64::MAX;
         };
-        inner.live += 1;
         match inner.entries.get_mut(tail as usize) {
             Some(t) => t.next = i,
             None => inner.head = i,
@@ -315,7 +321,7 @@ impl Progress {
         let Some(i) = inner.find(ticket) else {
             return;
         };
-        let held = inner.live > HELD_WHOLE;
+        let held = inner.live() > HELD_WHOLE;
         let Some(e) = inner.entry(i) else {
             return;
         };
