@@ -26,6 +26,7 @@
 
 pub(crate) mod record;
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use bollard::models::ExecInspectResponse;
@@ -224,7 +225,7 @@ impl ExecAudit {
                 cause: event,
             }),
         );
-        submit(&ctx.audit, &open, Moment::Start);
+        submit(&ctx.audit, Cow::Borrowed(&open), Moment::Start);
         if !verified {
             warn!(container = %event.actor_id, claimed = ?claimed, "Exec not verified with the engine; audited as unverified.");
         }
@@ -274,7 +275,7 @@ impl ExecAudit {
                         at_nano: crate::clock::unix_nanos(),
                         exit_code: Some(code),
                     };
-                    submit(&audit, &open, end);
+                    submit(&audit, Cow::Owned(open), end);
                     return;
                 }
             }
@@ -432,6 +433,6 @@ impl ExecAudit {
             at_nano: end_nano,
             exit_code,
         };
-        submit(&ctx.audit, &open, end);
+        submit(&ctx.audit, Cow::Owned(open), end);
     }
 }

@@ -4,6 +4,8 @@
 //! [`submit`], the one place a record is built and handed to the audit log.
 //! No engine calls, no state.
 
+use std::borrow::Cow;
+
 use bollard::models::ExecInspectResponse;
 use serde_json::Value;
 
@@ -196,12 +198,18 @@ pub(super) enum Moment {
 
 /// Builds the `exec_start` or `exec_end` record of an exec from its fields
 /// and submits it with its severity, unless its records are not written (as
-/// for health probes). The one place `exec_audit` submits a record.
-pub(super) fn submit(audit: &AuditHandle, open: &Open, moment: Moment) {
+/// for health probes). The one place `exec_audit` submits a record. An exec
+/// at its start is kept (its fields are copied into the record); at its end
+/// it is given up, and its fields become the record.
+pub(super) fn submit(audit: &AuditHandle, open: Cow<'_, Open>, moment: Moment) {
     if !open.written {
         return;
     }
-    let mut r = open.fields.clone();
+    let (severity, start_nano) = (open.severity, open.start_nano);
+    let mut r = match open {
+        Cow::Borrowed(open) => open.fields.clone(),
+        Cow::Owned(open) => open.fields,
+    };
     match moment {
         Moment::Start => {
             r.insert("kind".into(), "exec_start".into());
@@ -215,15 +223,15 @@ pub(super) fn submit(audit: &AuditHandle, open: &Open, moment: Moment) {
             );
             r.insert(
                 "duration_ms".into(),
-                if open.start_nano > 0 {
-                    Value::from((at_nano - open.start_nano).max(0) / 1_000_000)
+                if start_nano > 0 {
+                    Value::from((at_nano - start_nano).max(0) / 1_000_000)
                 } else {
                     Value::Null
                 },
             );
         }
     }
-    audit.submit(r, open.severity);
+    audit.submit(r, severity);
 }
 
 #[cfg(test)]
