@@ -53,6 +53,17 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// An answer's JSON as `T`. The body is checked as UTF-8 once, as a whole:
+/// serde_json's slice reader checks every string it takes on its own (a
+/// container's inspect has scores of them). A body that is not UTF-8 is
+/// read as a slice again, for serde_json to say where.
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    }
+}
+
 /// `id` as one path segment; `.`, `..` and nothing are no ID.
 fn segment(id: &str) -> Result<String, Error> {
     if matches!(id, "" | "." | "..") {
@@ -142,21 +153,21 @@ impl Engine {
     pub async fn inspect_container_as<T: DeserializeOwned>(&self, id: &str) -> Result<T, Error> {
         let path = format!("/containers/{}/json", segment(id)?);
         let body = self.get(&path).await?;
-        Ok(serde_json::from_slice(&body)?)
+        Ok(decode(&body)?)
     }
 
     /// `GET /containers/json?all=1`, each container decoded as `T`: the
     /// listing of every container, of which a resync reads IDs and names.
     pub async fn list_containers_as<T: DeserializeOwned>(&self) -> Result<Vec<T>, Error> {
         let body = self.get("/containers/json?all=1").await?;
-        Ok(serde_json::from_slice(&body)?)
+        Ok(decode(&body)?)
     }
 
     /// `GET /exec/{id}/json`.
     pub async fn inspect_exec(&self, id: &str) -> Result<ExecInspectResponse, Error> {
         let path = format!("/exec/{}/json", segment(id)?);
         let body = self.get(&path).await?;
-        Ok(serde_json::from_slice(&body)?)
+        Ok(decode(&body)?)
     }
 
     /// `GET /v1.NN{path}`: the body of a successful answer; any other is
@@ -211,5 +222,30 @@ mod tests {
         for no_id in ["", ".", ".."] {
             assert_eq!(seg(no_id), None, "{no_id:?}");
         }
+    }
+
+    #[test]
+    fn an_answer_decodes_whole_and_a_bad_byte_is_placed() {
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        struct Named {
+            #[serde(rename = "Name")]
+            name: String,
+        }
+        let named = |body: &[u8]| decode::<Named>(body);
+        assert_eq!(
+            named(br#"{"Name":"/w\u00e9b","Id":"x"}"#).expect("JSON"),
+            Named {
+                name: "/w\u{e9}b".into()
+            }
+        );
+        assert_eq!(
+            named("{\"Name\":\"/caf\u{e9}\"}".as_bytes()).expect("UTF-8"),
+            Named {
+                name: "/caf\u{e9}".into()
+            }
+        );
+        let bad = named(b"{\n\"Name\": \"/ab\xffc\"}").expect_err("not UTF-8");
+        assert_eq!((bad.line(), bad.column()), (2, 13), "{bad}");
+        assert!(bad.to_string().contains("invalid unicode"), "{bad}");
     }
 }
