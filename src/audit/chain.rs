@@ -47,7 +47,7 @@ impl Default for ChainTail {
 /// was most of the writer's allocations. It is serialised once: the hash
 /// covers the line without its `hash` entry, so that entry is spliced in
 /// where its key sorts once the rest is hashed (serialising twice, once to
-/// hash and once to write, was a third of the audit writer's time).
+/// hash and once to write, was a fifth of the audit writer's time).
 pub fn chain_line(record: &Record, tail: &ChainTail) -> Result<(Vec<u8>, String), EncodeError> {
     let seq = Value::from(tail.seq + 1);
     let prev = Value::from(tail.hash.as_str());
