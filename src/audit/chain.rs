@@ -53,10 +53,7 @@ pub fn chain_line(record: &Record, tail: &ChainTail) -> Result<(Vec<u8>, String)
     let prev = Value::from(tail.hash.as_str());
     let mut line = Vec::with_capacity(1024);
     let at = write_canonical(&mut line, record, &[("prev_hash", &prev), ("seq", &seq)])?;
-    let mut h = Sha256::new();
-    h.update(tail.hash.as_bytes());
-    h.update(&line);
-    let hash = hex(&h.finalize());
+    let hash = hash_of(&tail.hash, &line);
     // `"hash":"<64 hex>"`, and the comma between it and its neighbour:
     // `prev_hash` and `seq` always follow it, something may precede it.
     let entry = if at == 1 {
@@ -134,15 +131,15 @@ fn write_canonical(
 /// (which must not hold `hash`). serde_json's map is ordered by key, so its
 /// compact form is canonical.
 pub fn record_hash(prev_hash: &str, record: &Record) -> Result<String, EncodeError> {
-    hash_after(prev_hash, record)
+    Ok(hash_of(prev_hash, &encode(WHAT, record)?))
 }
 
-/// SHA-256 (hex) of `prev_hash` followed by `record`'s compact JSON.
-fn hash_after(prev_hash: &str, record: &impl serde::Serialize) -> Result<String, EncodeError> {
+/// SHA-256 (hex) of `prev_hash` followed by a record's canonical JSON.
+fn hash_of(prev_hash: &str, json: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
-    h.update(encode(WHAT, record)?);
-    Ok(hex(&h.finalize()))
+    h.update(json);
+    hex(&h.finalize())
 }
 
 fn hex(bytes: &[u8]) -> String {
