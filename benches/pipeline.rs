@@ -14,6 +14,10 @@
 //! - `bollard`: a bare bollard `events()` loop counting by `type.action` in a
 //!   HashMap (this binary again, `PIPELINE_ROLE=bollard`, on a current-thread
 //!   tokio runtime and the system allocator);
+//! - `bollard-reads`: the same loop making the engine reads the default
+//!   rules cannot do without (an exec inspect per `exec_start`, a container
+//!   inspect per `create`), each awaited in turn, and nothing else: a floor
+//!   under any consumer that verifies execs as dockwarden's audit does;
 //! - `docker`: `docker events --format '{{json .}}'`, its lines counted
 //!   through a pipe (skipped, with a note, without the CLI);
 //! - `dockwarden`: the binary with `rules/default.toml` (its audit log moved
@@ -51,7 +55,8 @@
 //!   (events/s, paced in 1 ms batches) and duration of dockwarden's paced
 //!   run, in every round; `PIPELINE_RATE=0` skips it.
 //! - `PIPELINE_ROUNDS` (2): how many times every run is repeated.
-//! - `PIPELINE_CONSUMERS` (`bollard,docker,dockwarden,nomatch`): which run.
+//! - `PIPELINE_CONSUMERS` (`bollard,bollard-reads,docker,dockwarden,nomatch`):
+//!   which run.
 //! - `PIPELINE_CONTAINERS` (300): the pool of containers the events are about.
 //! - `PIPELINE_FLAT=1`: also stream `PIPELINE_FLAT_EVENTS` (10000000) events
 //!   to dockwarden (default rules, as fast as it can, or offered at
@@ -168,15 +173,16 @@ fn flag(key: &str) -> bool {
 impl Config {
     fn from_env() -> Config {
         let consumers = std::env::var("PIPELINE_CONSUMERS")
-            .unwrap_or_else(|_| "bollard,docker,dockwarden,nomatch".into())
+            .unwrap_or_else(|_| "bollard,bollard-reads,docker,dockwarden,nomatch".into())
             .split(',')
             .map(|c| match c.trim() {
                 "bollard" => Kind::Bollard,
+                "bollard-reads" => Kind::BollardReads,
                 "docker" => Kind::Docker,
                 "dockwarden" => Kind::Dockwarden,
                 "nomatch" => Kind::NoMatch,
                 other => panic!(
-                    "PIPELINE_CONSUMERS: unknown consumer {other:?} (bollard, docker, dockwarden, nomatch)"
+                    "PIPELINE_CONSUMERS: unknown consumer {other:?} (bollard, bollard-reads, docker, dockwarden, nomatch)"
                 ),
             })
             .collect();
@@ -209,9 +215,16 @@ fn docker_cli() -> Option<PathBuf> {
 }
 
 fn main() -> ExitCode {
-    if std::env::var("PIPELINE_ROLE").as_deref() == Ok("bollard") {
-        bollard::role();
-        return ExitCode::SUCCESS;
+    match std::env::var("PIPELINE_ROLE").as_deref() {
+        Ok("bollard") => {
+            bollard::role(false);
+            return ExitCode::SUCCESS;
+        }
+        Ok("bollard-reads") => {
+            bollard::role(true);
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     // `cargo test --all-targets` runs bench targets too, without `--bench`:
     // no measurement (and no verdict) there.
@@ -366,9 +379,9 @@ fn rounds(bench: &Bench, cfg: &Config, runs: &mut Runs) {
     }
 }
 
-/// The engine calls a dockwarden run made, for the progress line.
+/// The engine calls a run made (beyond the stream), for the progress line.
 fn server_calls(m: &Measure) -> String {
-    if !matches!(m.kind, Kind::Dockwarden | Kind::NoMatch) {
+    if m.kind == Kind::Bollard || m.kind == Kind::Docker {
         return String::new();
     }
     let calls: Vec<String> = m

@@ -1,14 +1,24 @@
 //! The bare bollard loop, `PIPELINE_ROLE=bollard`: this bench binary run
 //! again as its own process, the cheapest consumer of the event stream that
-//! a few lines of Rust give.
+//! a few lines of Rust give. With `PIPELINE_ROLE=bollard-reads` the same
+//! loop also makes the engine reads that the default rules cannot do
+//! without: an exec inspect for every `exec_start` (what the audit verifies)
+//! and a container inspect for every `create` (the view that tells a probe
+//! from a person), each awaited in turn. It writes nothing and decides
+//! nothing: a floor under what any consumer keeping those guarantees pays.
+//! Its reads go over kept-alive connections ([`pooled`]): bollard's own
+//! unix client connects again for every call, and the floor is of the
+//! reads, not of connecting.
 
 use std::io::{Read, Write};
 
 /// `PIPELINE_ROLE=bollard`: the bare loop. Counts events by `type.action`
 /// (the action before `: `) in a HashMap until `PIPELINE_EXPECT` events or
 /// the end of the stream, prints `counted N keys K errors E`, and waits for
-/// its stdin to close so that it is measured before it exits.
-pub fn role() {
+/// its stdin to close so that it is measured before it exits. With `reads`,
+/// also inspects each `exec_start`'s exec and each created container
+/// (a failed read counts as an error and ends the loop).
+pub fn role(reads: bool) {
     use futures::StreamExt;
     use std::fmt::Write as _;
 
@@ -29,6 +39,7 @@ pub fn role() {
             .negotiate_version()
             .await
             .expect("GET /version");
+        let reader = reads.then(|| pooled(&docker));
         let mut events = docker.events(None::<bollard::query_parameters::EventsOptions>);
         let mut counts: std::collections::HashMap<String, u64> = Default::default();
         let mut key = String::new();
@@ -36,6 +47,13 @@ pub fn role() {
         while let Some(item) = events.next().await {
             match item {
                 Ok(e) => {
+                    if let Some(reader) = &reader
+                        && let Err(e) = read_for(reader, &e).await
+                    {
+                        errors += 1;
+                        eprintln!("bollard: {e}");
+                        break;
+                    }
                     key.clear();
                     if let Some(t) = e.typ {
                         let _ = write!(key, "{t}");
@@ -67,6 +85,88 @@ pub fn role() {
     let _ = std::io::stdout().flush();
     let _ = std::io::stdin().read(&mut [0u8; 1]);
     drop(rt);
+}
+
+/// A client of the same socket as `docker` whose calls share kept-alive
+/// connections: hyper's pool through bollard's custom transport (bollard's
+/// unix client sets `pool_max_idle_per_host(0)`).
+fn pooled(docker: &bollard::Docker) -> bollard::Docker {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::sync::Arc;
+
+    #[derive(Clone)]
+    struct Connect(Arc<std::path::PathBuf>);
+    impl tower_service::Service<hyper::Uri> for Connect {
+        type Response = TokioIo<tokio::net::UnixStream>;
+        type Error = std::io::Error;
+        type Future = std::pin::Pin<
+            Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
+        >;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: hyper::Uri) -> Self::Future {
+            let path = self.0.clone();
+            Box::pin(
+                async move { Ok(TokioIo::new(tokio::net::UnixStream::connect(&*path).await?)) },
+            )
+        }
+    }
+
+    let host = std::env::var("DOCKER_HOST").expect("DOCKER_HOST");
+    let path = host.strip_prefix("unix://").expect("DOCKER_HOST=unix://…");
+    let http =
+        Arc::new(Client::builder(TokioExecutor::new()).build(Connect(Arc::new(path.into()))));
+    let transport = move |request: bollard::BollardRequest| {
+        let http = http.clone();
+        async move {
+            http.request(request)
+                .await
+                .map_err(bollard::errors::Error::from)
+        }
+    };
+    bollard::Docker::connect_with_custom_transport(
+        transport,
+        Some("http://docker.sock"),
+        120,
+        &docker.client_version(),
+    )
+    .expect("a custom transport")
+}
+
+/// The read the default rules make for `e`, if any.
+async fn read_for(
+    docker: &bollard::Docker,
+    e: &bollard::models::EventMessage,
+) -> Result<(), bollard::errors::Error> {
+    use bollard::models::EventMessageTypeEnum as Type;
+    if e.typ != Some(Type::CONTAINER) {
+        return Ok(());
+    }
+    let action = e.action.as_deref().unwrap_or_default();
+    let actor = e.actor.as_ref();
+    if action.starts_with("exec_start") {
+        let exec = actor
+            .and_then(|a| a.attributes.as_ref())
+            .and_then(|a| a.get("execID"));
+        if let Some(id) = exec {
+            docker.inspect_exec(id).await?;
+        }
+    } else if action == "create"
+        && let Some(id) = actor.and_then(|a| a.id.as_deref())
+    {
+        docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// `counted N …` → N.

@@ -35,6 +35,8 @@ const STALLED: Duration = Duration::from_secs(30);
 pub enum Kind {
     /// The bench binary itself, `PIPELINE_ROLE=bollard`.
     Bollard,
+    /// The same, `PIPELINE_ROLE=bollard-reads`: with the default rules' reads.
+    BollardReads,
     /// `docker events --format '{{json .}}'`.
     Docker,
     /// `dockwarden run` with `rules/default.toml`, `--dry-run`.
@@ -47,6 +49,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Bollard => "bollard",
+            Kind::BollardReads => "bollard-reads",
             Kind::Docker => "docker",
             Kind::Dockwarden => "dockwarden",
             Kind::NoMatch => "nomatch",
@@ -56,10 +59,15 @@ impl Kind {
     pub fn setup(self) -> &'static str {
         match self {
             Kind::Bollard => "bare bollard loop",
+            Kind::BollardReads => "bollard loop with the default rules' reads",
             Kind::Docker => "docker events --format '{{json .}}'",
             Kind::Dockwarden => "dockwarden, rules/default.toml, --dry-run",
             Kind::NoMatch => "dockwarden, a rules file matching nothing",
         }
+    }
+
+    fn is_bollard(self) -> bool {
+        matches!(self, Kind::Bollard | Kind::BollardReads)
     }
 
     fn is_dockwarden(self) -> bool {
@@ -136,7 +144,7 @@ pub fn run(
 ) -> Result<Measure, String> {
     let dir = b.fresh_dir(kind.name());
     // The bollard loop ends with its stream; the others hold it, as dockerd does.
-    plan.close_after = kind == Kind::Bollard;
+    plan.close_after = kind.is_bollard();
     let server = Server::start(&b.rt, dir.join("docker.sock"), b.shapes.clone(), plan);
     let host = format!("unix://{}", server.socket.display());
     let mut running = spawn(b, kind, &dir, &host, plan.events)?;
@@ -178,10 +186,10 @@ fn spawn(b: &Bench, kind: Kind, dir: &Path, host: &str, events: u64) -> Result<R
                 Some(addr),
             )
         }
-        Kind::Bollard => {
+        Kind::Bollard | Kind::BollardReads => {
             let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
             let mut cmd = Command::new(exe);
-            cmd.env("PIPELINE_ROLE", "bollard")
+            cmd.env("PIPELINE_ROLE", kind.name())
                 .env("PIPELINE_EXPECT", events.to_string())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -210,7 +218,7 @@ fn spawn(b: &Bench, kind: Kind, dir: &Path, host: &str, events: u64) -> Result<R
         .map_err(|e| format!("cannot start {kind:?}: {e}"))?;
     let progress = match (metrics, kind) {
         (Some(addr), _) => Progress::Metrics(addr),
-        (None, Kind::Bollard) => {
+        (None, k) if k.is_bollard() => {
             let out = child.stdout.take().ok_or("no stdout")?;
             let (tx, rx) = mpsc::channel();
             thread::spawn(move || {
@@ -410,7 +418,7 @@ pub fn stop_child(kind: Kind, child: &mut Child) {
                 .status();
         }
         // Closing its stdin lets the bollard loop exit.
-        Kind::Bollard => drop(child.stdin.take()),
+        Kind::Bollard | Kind::BollardReads => drop(child.stdin.take()),
         Kind::Docker => {
             let _ = child.kill();
         }
