@@ -1,5 +1,6 @@
 //! The whole binary, side by side with the cheapest consumers of the event
-//! stream there are (issue 15 §2): each consumer is its own process, against
+//! stream there are (issue 15 §2), and with the floor the default rules'
+//! engine reads set: each consumer is its own process, against
 //! its own in-process replay server on a unix socket that speaks like dockerd
 //! 20.10 (its headers, one HTTP chunk per event) and streams events of real
 //! API 1.41 shapes (container create/start/die/destroy, exec_create/
@@ -44,7 +45,7 @@
 //! targets of issue 15 §3 as PASS/FAIL lines (SKIP for those not measured);
 //! exits 1 if one it measured fails.
 //!
-//!     cargo bench --bench pipeline                      # about a minute
+//!     cargo bench --bench pipeline                      # a minute or two
 //!     PIPELINE_EVENTS=1000000 PIPELINE_ROUNDS=3 cargo bench --bench pipeline
 //!     PIPELINE_FLAT=1 cargo bench --bench pipeline      # + 10 M events (long)
 //!     PIPELINE_IDLE_SECS=600 PIPELINE_ENGINE_LOCK=FILE \

@@ -169,10 +169,19 @@ async fn read_for(
     Ok(())
 }
 
-/// `counted N …` → N.
+/// `counted N keys K errors E` → N; a loop that ended on an error (the
+/// stream's or a read's, written to its log) is a failed run, not one
+/// that merely counted fewer events.
 pub fn parse_count(line: &str) -> Result<u64, String> {
-    line.strip_prefix("counted ")
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("the bollard loop printed {line:?}"))
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["counted", n, "keys", _, "errors", e] => match (n.parse(), e.parse::<u64>()) {
+            (Ok(n), Ok(0)) => Ok(n),
+            (Ok(n), Ok(e)) => Err(format!(
+                "the bollard loop ended on {e} error(s) after {n} events"
+            )),
+            _ => Err(format!("the bollard loop printed {line:?}")),
+        },
+        _ => Err(format!("the bollard loop printed {line:?}")),
+    }
 }

@@ -1,4 +1,5 @@
-//! The table of every run, the CPU ratios against the bare bollard loop,
+//! The table of every run, the CPU ratios against the bare bollard loop
+//! (and dockwarden's against the loop making the default rules' reads),
 //! and the targets of issue 15 §3 as PASS/FAIL lines.
 
 use std::fmt::Write as _;
@@ -124,7 +125,9 @@ fn cpu_per_million_of(
     Some(cpu / events as f64 * 1e6)
 }
 
-/// "dockwarden CPU/event ÷ bollard CPU/event", per round and overall.
+/// Each consumer's "CPU/event ÷ bollard CPU/event", per round and overall;
+/// then dockwarden's CPU per event handled over the bare loop's and over
+/// the reads loop's.
 pub fn ratios(rows: &[Measure]) -> String {
     let mut out = String::new();
     let rounds = rows.iter().map(|m| m.round).max().unwrap_or(0);
