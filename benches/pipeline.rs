@@ -216,16 +216,9 @@ fn docker_cli() -> Option<PathBuf> {
 }
 
 fn main() -> ExitCode {
-    match std::env::var("PIPELINE_ROLE").as_deref() {
-        Ok("bollard") => {
-            bollard::role(false);
-            return ExitCode::SUCCESS;
-        }
-        Ok("bollard-reads") => {
-            bollard::role(true);
-            return ExitCode::SUCCESS;
-        }
-        _ => {}
+    if let Ok(role @ ("bollard" | "bollard-reads")) = std::env::var("PIPELINE_ROLE").as_deref() {
+        bollard::role(role == "bollard-reads");
+        return ExitCode::SUCCESS;
     }
     // `cargo test --all-targets` runs bench targets too, without `--bench`:
     // no measurement (and no verdict) there.

@@ -88,39 +88,18 @@ pub fn role(reads: bool) {
 }
 
 /// A client of the same socket as `docker` whose calls share kept-alive
-/// connections: hyper's pool through bollard's custom transport (bollard's
-/// unix client sets `pool_max_idle_per_host(0)`).
+/// connections: hyper's pool (over `docker::unix`'s connector) through
+/// bollard's custom transport (bollard's unix client sets
+/// `pool_max_idle_per_host(0)`).
 fn pooled(docker: &bollard::Docker) -> bollard::Docker {
+    use dockwarden::docker::unix::Connector;
     use hyper_util::client::legacy::Client;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::TokioExecutor;
     use std::sync::Arc;
-
-    #[derive(Clone)]
-    struct Connect(Arc<std::path::PathBuf>);
-    impl tower_service::Service<hyper::Uri> for Connect {
-        type Response = TokioIo<tokio::net::UnixStream>;
-        type Error = std::io::Error;
-        type Future = std::pin::Pin<
-            Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
-        >;
-        fn poll_ready(
-            &mut self,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-        fn call(&mut self, _: hyper::Uri) -> Self::Future {
-            let path = self.0.clone();
-            Box::pin(
-                async move { Ok(TokioIo::new(tokio::net::UnixStream::connect(&*path).await?)) },
-            )
-        }
-    }
 
     let host = std::env::var("DOCKER_HOST").expect("DOCKER_HOST");
     let path = host.strip_prefix("unix://").expect("DOCKER_HOST=unix://…");
-    let http =
-        Arc::new(Client::builder(TokioExecutor::new()).build(Connect(Arc::new(path.into()))));
+    let http = Arc::new(Client::builder(TokioExecutor::new()).build(Connector::new(path)));
     let transport = move |request: bollard::BollardRequest| {
         let http = http.clone();
         async move {

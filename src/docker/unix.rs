@@ -38,10 +38,19 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The authority of every request URI: one pool for the one socket.
 const AUTHORITY: &str = "http://docker.sock";
 
-/// Connects every new connection to the socket at `path`.
+/// Connects every new connection to the socket at `path`: the connector of
+/// a hyper client over a unix socket.
 #[derive(Clone)]
-struct Connector {
+pub struct Connector {
     path: Arc<PathBuf>,
+}
+
+impl Connector {
+    pub fn new(path: impl Into<PathBuf>) -> Connector {
+        Connector {
+            path: Arc::new(path.into()),
+        }
+    }
 }
 
 impl tower_service::Service<Uri> for Connector {
