@@ -268,6 +268,47 @@ fn kill_9_twice_loses_nothing_and_repeats_nothing() {
     );
 }
 
+/// Restarted on a checkpoint, on a quiet engine: the idle probe asks the
+/// engine from the checkpoint's time and gets the checkpoint's own events
+/// back, which were handled before the restart. They are not events the
+/// stream missed: the stream stays up (it was taken for dead and replaced
+/// every `idle_ping_secs` until a newer event came).
+#[test]
+fn a_quiet_engine_after_a_restart_is_not_a_dead_stream() {
+    require_docker();
+    let dir = TempDir::new("quiet-restart");
+    let state = dir.path().join("state");
+    let rules = "[source]\nidle_ping_secs = 2\n\n[[rule]]\nname = \"log-all\"\non = [\"*\"]\nhandler = \"log\"\n";
+    let mut dw = start(rules, &state);
+    churn(1);
+    assert!(
+        wait_until(Duration::from_secs(10), || checkpoint_time(&state) > 0),
+        "no checkpoint written"
+    );
+    dw.sigterm();
+    assert!(dw.wait_exit(Duration::from_secs(15)).is_some(), "no exit");
+    let resumed_from = checkpoint_time(&state);
+    let dw = start(rules, &state);
+    // Three idle probes' worth of silence.
+    std::thread::sleep(Duration::from_secs(7));
+    let m = dw.metrics();
+    assert!(
+        dw.log().contains(&format!(
+            "Resuming from the checkpoint. time_nano={resumed_from}"
+        )),
+        "did not resume from the checkpoint:\n{}",
+        dw.log()
+    );
+    assert_eq!(
+        m.get("dockwarden_stream_reconnects_total", &[]),
+        0.0,
+        "a quiet stream was replaced:\n{}",
+        dw.log()
+    );
+    assert!(!dw.log().contains("the stream is dead"), "{}", dw.log());
+    assert_eq!(dw.get("/readyz").0, 200);
+}
+
 type Counts = std::collections::BTreeMap<String, f64>;
 
 /// Waits up to `within` for dockwarden's `dockwarden_events_total` (minus

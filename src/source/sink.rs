@@ -75,6 +75,11 @@ impl Lines for Sink {
         }
         let Some(event) = event else { return };
         if self.resume.as_ref().is_some_and(|cp| cp.covers(&event)) {
+            // Read, though not handled again: the idle probe asks the engine
+            // from the checkpoint's time, and must not take the checkpoint's
+            // own events for ones this stream missed (on a quiet host it
+            // replaced a healthy stream every `idle_ping_secs`).
+            self.dedup.admit(&event);
             debug!(event = %event, "Already handled before the restart (checkpoint).");
             return;
         }
@@ -346,6 +351,32 @@ mod tests {
         sink.anchor_overdue();
         assert_eq!(resync_rx.try_recv().ok(), Some("engine_restart"));
         assert_eq!(sink.delivered(), 2);
+    }
+
+    /// What a checkpoint covers is not handled again, but it was read: the
+    /// idle probe, which asks the engine from the checkpoint's time, must
+    /// not count it as missed by the stream.
+    #[test]
+    fn events_the_checkpoint_covers_are_seen_not_delivered() {
+        let rt = runtime();
+        let _guard = rt.enter();
+        let (tx, _rx) = crate::dispatch::queue(64);
+        let covered = Event::decode(line(4).as_bytes()).expect("event");
+        let newer = Event::decode(line(5).as_bytes()).expect("event");
+        let checkpoint = Checkpoint {
+            time_nano: covered.time_nano,
+            ids: vec![covered.identity()],
+            ..Checkpoint::default()
+        };
+        let mut sink = Sink::new(tx, Arc::new(Metrics::new())).resuming(Some(checkpoint));
+        // The replay from the checkpoint's time starts with its own event.
+        assert!(sink.expect_anchor(true));
+        sink.line(line(4).as_bytes());
+        assert_eq!(sink.delivered(), 0);
+        assert!(sink.has_seen(&covered), "a covered event counts as read");
+        assert!(!sink.has_seen(&newer));
+        sink.line(line(5).as_bytes());
+        assert_eq!(sink.delivered(), 1);
     }
 
     #[test]
