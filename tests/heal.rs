@@ -476,6 +476,65 @@ fn unhealthy_is_restarted_within_a_second() {
     );
 }
 
+/// A crash while an unhealthy container's restart waits out its backoff:
+/// the crash's `die` finds that restart scheduled and leaves the container
+/// to it, so the restart goes ahead on the exited container instead of
+/// being called off as "no longer running" (which left it down for good).
+#[test]
+fn a_crash_during_an_unhealthy_backoff_is_still_healed() {
+    let clean = Cleanup::for_engine_test();
+    let with = "backoff_initial_ms = 3000\nstop_timeout_secs = 1";
+    let rules = format!("{}{}", unhealthy_rule("restart", with), restart_rule(with));
+    let dw = started(&rules, &[]);
+    let since = now_unix();
+    let name = clean.container(unique("unhealthy-crash"));
+    // Unhealthy within a second; crashes (exit 3) 2 s after each start,
+    // inside the 3 s backoff of the restart the unhealthy event scheduled.
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "dwt.heal=true",
+        "--health-cmd",
+        "false",
+        "--health-interval",
+        "300ms",
+        "--health-retries",
+        "1",
+        &test_image(),
+        "sh",
+        "-c",
+        "sleep 2; exit 3",
+    ]);
+    let healed = wait_until(Duration::from_secs(20), || restarts(&dw, &name) >= 1.0);
+    let events = history(&name, since);
+    assert!(
+        healed,
+        "never restarted; engine events: {events:?}\n{}",
+        dw.log()
+    );
+    // In that order: unhealthy, the crash, then dockwarden's start.
+    let at = |action: &str, after: i64| {
+        events
+            .iter()
+            .find(|(a, t)| a == action && *t > after)
+            .map(|(_, t)| *t)
+    };
+    let unhealthy = at("health_status: unhealthy", 0).expect("an unhealthy event");
+    let crash = at("die", unhealthy).expect("a crash after it");
+    assert!(
+        at("start", crash).is_some(),
+        "no start after the crash: {events:?}"
+    );
+    assert!(
+        !dw.log().contains("it is no longer running"),
+        "{}",
+        dw.log()
+    );
+}
+
 /// Acceptance 7: a label named `exitCode` cannot hide a crash or fake one.
 #[test]
 fn forged_exit_code_labels_do_not_fool_healing() {

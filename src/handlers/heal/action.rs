@@ -174,6 +174,15 @@ async fn no_longer_needed(
         Err(_) => return Some("the container is gone"),
     };
     match failure {
+        // It crashed while this restart waited out its backoff. The crash's
+        // own `die` found this action scheduled and left the container to
+        // it: calling it off would leave the container down. A clean exit,
+        // or one Docker's restart policy restarts, is left alone.
+        Failure::Unhealthy
+            if !now.running && (now.exit_code != 0 || now.oom_killed) && !now.engine_restarts() =>
+        {
+            None
+        }
         Failure::Unhealthy if !now.running => Some("it is no longer running"),
         Failure::Unhealthy if !now.unhealthy => Some("it is healthy again"),
         Failure::Exit(_) | Failure::Oom if now.running => Some("it is running again"),
