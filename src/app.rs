@@ -209,19 +209,28 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     });
     // Resume from the checkpoint; without one, reconcile at startup.
     let resume = crate::progress::load(&config.state.dir);
+    let (resync_tx, resync_rx) = tokio::sync::mpsc::channel(4);
+    let resyncs = crate::progress::ResyncRequests::new(resync_tx);
     match &resume {
         Some(cp) => {
-            info!(time_nano = cp.time_nano, dir = %config.state.dir.display(), "Resuming from the checkpoint.")
+            info!(time_nano = cp.time_nano, dir = %config.state.dir.display(), "Resuming from the checkpoint.");
+            // A resync was asked for and the process stopped before it was
+            // done: the checkpoint is past what it was to repair.
+            if let Some(owed) = &cp.resync_owed {
+                let reason = crate::progress::known_reason(owed);
+                warn!(
+                    reason,
+                    "The checkpoint owes a resync that a restart interrupted: resyncing once connected."
+                );
+                resyncs.ask(reason);
+            }
         }
         None => {
-            info!(dir = %config.state.dir.display(), "No checkpoint: resyncing from the engine's current state once connected.")
+            info!(dir = %config.state.dir.display(), "No checkpoint: resyncing from the engine's current state once connected.");
+            resyncs.ask("startup");
         }
     }
     let progress = Arc::new(Progress::new(resume.clone()));
-    let (resync_tx, resync_rx) = tokio::sync::mpsc::channel(4);
-    if resume.is_none() {
-        let _ = resync_tx.try_send("startup");
-    }
     tokio::spawn(crate::resync::fill_view_at_start(
         docker.clone(),
         containers.clone(),
@@ -237,12 +246,14 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
             containers: ctx.containers.clone(),
             history: api_on.then(|| history.clone()),
             own: own.clone(),
+            owed: resyncs.owed(),
             shutdown: shutdown.clone(),
         },
     ));
     let checkpoints = tokio::spawn(crate::progress::checkpoint_task(
         config.state.dir.clone(),
         progress.clone(),
+        resyncs.owed(),
         metrics.clone(),
         shutdown.clone(),
     ));
@@ -266,7 +277,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         shutdown: shutdown.clone(),
         idle_ping: Duration::from_secs(config.source.idle_ping_secs),
         resume,
-        resync: resync_tx,
+        resync: resyncs.clone(),
         own: own.clone(),
         lost_after: Duration::from_secs(config.source.lost_after_secs),
     });
@@ -335,7 +346,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     }
     let _ = resync.await;
     let _ = checkpoints.await;
-    crate::progress::final_write(&config.state.dir, &progress, &metrics);
+    crate::progress::final_write(&config.state.dir, &progress, &resyncs.owed(), &metrics);
     // Undelivered notifications stay spooled for the next start.
     notifier.close(Duration::from_secs(2)).await;
     if let Some(audit) = audit {

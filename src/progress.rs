@@ -31,6 +31,10 @@ use crate::json::{EncodeError, encode};
 use crate::lock::lock;
 use crate::metrics::Metrics;
 
+mod owed;
+
+pub use owed::{Owed, ResyncRequests, known_reason};
+
 /// The checkpoint file's format. 1: `ids` were `type|action|actor` strings,
 /// blind to attributes, and there was no `version` field. 2: `ids` are
 /// [`Identity`] digests.
@@ -46,6 +50,10 @@ pub struct Checkpoint {
     pub time_nano: i64,
     /// [`Event::identity`] of every handled event at exactly that nanosecond.
     pub ids: Vec<Identity>,
+    /// A resync asked for and not done when this was written
+    /// ([`owed`]): the next start does it before trusting the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync_owed: Option<String>,
 }
 
 impl Default for Checkpoint {
@@ -54,6 +62,7 @@ impl Default for Checkpoint {
             version: CHECKPOINT_VERSION,
             time_nano: 0,
             ids: Vec::new(),
+            resync_owed: None,
         }
     }
 }
@@ -459,22 +468,33 @@ fn store_counted(dir: &Path, cp: &Checkpoint, metrics: &Metrics) -> Result<(), S
 
 /// Writes the watermark at most once a second until shutdown, then once
 /// more, after the handlers have finished (`final_write`).
+/// A resync owed is written as soon as it is asked for, and its end too.
 pub async fn checkpoint_task(
     dir: PathBuf,
     progress: Arc<Progress>,
+    owed: Arc<Owed>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut failing = false;
+    let mut written_owed = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        if let Some(cp) = progress.take_changed() {
+        let owed_now = owed.reason();
+        let changed = progress.take_changed().or_else(|| {
+            (owed_now != written_owed)
+                .then(|| progress.mark())
+                .filter(|cp| cp.time_nano > 0)
+        });
+        if let Some(mut cp) = changed {
+            cp.resync_owed = owed_now.map(str::to_owned);
             match store_counted(&dir, &cp, &metrics) {
                 Ok(()) => {
+                    written_owed = owed_now;
                     if failing {
                         info!(dir = %dir.display(), "Checkpoint writable again.");
                     }
@@ -493,13 +513,18 @@ pub async fn checkpoint_task(
 }
 
 /// The last write, at shutdown.
-pub fn final_write(dir: &Path, progress: &Progress, metrics: &Metrics) {
-    let cp = progress.mark();
+pub fn final_write(dir: &Path, progress: &Progress, owed: &Owed, metrics: &Metrics) {
+    let mut cp = progress.mark();
     if cp.time_nano == 0 {
         return;
     }
+    cp.resync_owed = owed.reason().map(str::to_owned);
     match store_counted(dir, &cp, metrics) {
-        Ok(()) => info!(time_nano = cp.time_nano, "Checkpoint written at shutdown."),
+        Ok(()) => info!(
+            time_nano = cp.time_nano,
+            resync_owed = cp.resync_owed.as_deref().unwrap_or(""),
+            "Checkpoint written at shutdown."
+        ),
         Err(e) => {
             error!(dir = %dir.display(), error = %e, "Cannot write the checkpoint at shutdown.")
         }
@@ -754,7 +779,15 @@ mod tests {
         store(&dir, &cp).expect("store");
         let text = fs::read_to_string(checkpoint_path(&dir)).expect("written");
         assert!(text.contains(r#""version":2"#), "{text}");
-        assert_eq!(load(&dir), Some(cp));
+        assert!(!text.contains("resync_owed"), "{text}");
+        assert_eq!(load(&dir), Some(cp.clone()));
+        // A resync owed survives the restart.
+        let owing = Checkpoint {
+            resync_owed: Some("queue_overflow".into()),
+            ..cp
+        };
+        store(&dir, &owing).expect("store");
+        assert_eq!(load(&dir), Some(owing));
         let _ = fs::remove_dir_all(&dir);
     }
 

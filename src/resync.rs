@@ -34,6 +34,7 @@ use crate::internal_events::denied::report;
 use crate::internal_events::lifecycle::Resynced;
 use crate::internal_events::{OwnEvents, emit_unattached};
 use crate::metrics::Metrics;
+use crate::progress::Owed;
 
 /// What a resync reads and feeds.
 pub struct Resync {
@@ -45,6 +46,8 @@ pub struct Resync {
     /// stream told it end at the resync that finds them gone.
     pub history: Option<Arc<History>>,
     pub own: Arc<dyn OwnEvents>,
+    /// What is owed (until a resync succeeds), for the checkpoint.
+    pub owed: Arc<Owed>,
     pub shutdown: CancellationToken,
 }
 
@@ -58,6 +61,7 @@ pub async fn resync_task(mut requests: mpsc::Receiver<&'static str>, wiring: Res
         containers,
         history,
         own,
+        owed,
         shutdown,
     } = wiring;
     loop {
@@ -88,20 +92,25 @@ pub async fn resync_task(mut requests: mpsc::Receiver<&'static str>, wiring: Res
                 },
             }
         };
+        let answers = owed.begin();
         match reconcile(&client, &queue, &metrics, &containers, history.as_deref()).await {
-            Ok((containers, synthetic)) => emit_unattached(
-                &Resynced {
-                    reason,
-                    containers,
-                    synthetic,
-                },
-                &metrics,
-                own.as_ref(),
-            ),
+            Ok((containers, synthetic)) => {
+                owed.done(answers);
+                emit_unattached(
+                    &Resynced {
+                        reason,
+                        containers,
+                        synthetic,
+                    },
+                    &metrics,
+                    own.as_ref(),
+                )
+            }
             // A denial was logged (once) where it happened.
             Err(e) if calls::denied(&e).is_some() => {
                 debug!(reason, error = %e, "Resync failed; the next gap or restart retries it.")
             }
+            // Still owed: the checkpoint says so, so a restart retries it.
             Err(e) => {
                 warn!(reason, error = %e, "Resync failed; the next gap or restart retries it.")
             }

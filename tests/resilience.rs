@@ -268,6 +268,80 @@ fn kill_9_twice_loses_nothing_and_repeats_nothing() {
     );
 }
 
+/// A resync was asked for (here: the queue overflowed) and the sidecar was
+/// stopped before it ran: the checkpoint is already past the events it was
+/// to repair, so it says a resync is owed, and the next start does it. A
+/// container that crashed meanwhile is healed; the debt is then cleared.
+#[test]
+fn a_resync_owed_at_shutdown_is_done_at_the_next_start() {
+    require_docker();
+    require_test_image();
+    let clean = Cleanup::new();
+    let dir = TempDir::new("owed");
+    let state = dir.path().join("state");
+    let audit = dir.path().join("audit.jsonl");
+    // A first sidecar with no heal rule reads the crash and more, and
+    // leaves a real checkpoint past it.
+    let log_only = "[[rule]]\nname = \"log-all\"\non = [\"*\"]\nhandler = \"log\"\n";
+    let mut first = start(log_only, &state);
+    let since = now_unix();
+    let crashed = crash_once(&clean, "owed");
+    let exited = wait_until(Duration::from_secs(15), || {
+        container_history(&crashed, since)
+            .iter()
+            .any(|(a, _)| a == "die")
+    });
+    assert!(exited, "{crashed} never crashed");
+    let die = container_history(&crashed, since)
+        .iter()
+        .find(|(a, _)| a == "die")
+        .map_or(0, |(_, t)| *t);
+    churn(1);
+    assert!(
+        wait_until(Duration::from_secs(10), || checkpoint_time(&state) > die),
+        "the checkpoint never passed the crash"
+    );
+    first.sigterm();
+    assert!(
+        first.wait_exit(Duration::from_secs(15)).is_some(),
+        "no exit"
+    );
+    // What a sidecar stopped while its resync waited leaves: the same
+    // checkpoint, owing the resync.
+    let path = state.join("checkpoint.json");
+    let mut cp: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("checkpoint")).expect("JSON");
+    cp["resync_owed"] = "queue_overflow".into();
+    std::fs::write(&path, cp.to_string()).expect("write checkpoint");
+
+    let dw = start(&rules(&audit), &state);
+    let healed = wait_until(Duration::from_secs(20), || {
+        container_history(&crashed, since)
+            .iter()
+            .filter(|(a, _)| a == "start")
+            .count()
+            >= 2
+    });
+    assert!(healed, "the crash was not healed:\n{}", dw.log());
+    let m = dw.metrics();
+    assert_eq!(
+        m.get(
+            "dockwarden_stream_resyncs_total",
+            &[("reason", "queue_overflow")]
+        ),
+        1.0,
+        "{}",
+        dw.log()
+    );
+    assert!(dw.log().contains("owes a resync"), "{}", dw.log());
+    // Done: the checkpoint no longer owes it.
+    let cleared = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&path)
+            .is_ok_and(|t| t.contains("time_nano") && !t.contains("resync_owed"))
+    });
+    assert!(cleared, "the checkpoint still owes the resync");
+}
+
 /// Restarted on a checkpoint, on a quiet engine: the idle probe asks the
 /// engine from the checkpoint's time and gets the checkpoint's own events
 /// back, which were handled before the restart. They are not events the

@@ -37,7 +37,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
@@ -161,7 +160,7 @@ pub struct Wiring {
     /// The checkpoint to resume from.
     pub resume: Option<Checkpoint>,
     /// Where gaps and drops ask for a resync.
-    pub resync: mpsc::Sender<&'static str>,
+    pub resync: crate::progress::ResyncRequests,
     /// Where `dockwarden.stream_lost` and `stream_restored` go.
     pub own: Arc<dyn OwnEvents>,
     /// Down this long, the stream is reported lost.

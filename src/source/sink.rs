@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
-use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::dedup::Dedup;
@@ -24,7 +23,7 @@ use crate::internal_events::source::{
     Deduplicated, EventsDropped, EventsLost, LineTooLong, MalformedLine, WarningsSuppressed,
 };
 use crate::metrics::Metrics;
-use crate::progress::Checkpoint;
+use crate::progress::{Checkpoint, ResyncRequests};
 
 /// Most events sent to the dispatcher in one batch.
 pub(super) const MAX_BATCH: usize = 256;
@@ -40,7 +39,7 @@ pub(super) const LINGER: Duration = Duration::from_millis(1);
 /// deduplicate, count, enqueue. Public so benchmarks drive the real path.
 pub struct Sink {
     /// Where a dropped batch or a gap asks for a resync.
-    resync: Option<mpsc::Sender<&'static str>>,
+    resync: Option<ResyncRequests>,
     /// The checkpoint resumed from: events it covers were handled already.
     resume: Option<Checkpoint>,
     /// After connecting with `since`: the first event must be one already
@@ -133,7 +132,7 @@ impl Sink {
     }
 
     /// Gaps and drops ask `resync` for a reconciliation.
-    pub fn with_resync(mut self, resync: mpsc::Sender<&'static str>) -> Sink {
+    pub fn with_resync(mut self, resync: ResyncRequests) -> Sink {
         self.resync = Some(resync);
         self
     }
@@ -241,8 +240,8 @@ impl Sink {
 
     /// Schedules a reconciliation; one pending request is enough.
     fn ask_resync(&self, reason: &'static str) {
-        if let Some(tx) = &self.resync {
-            let _ = tx.try_send(reason);
+        if let Some(requests) = &self.resync {
+            requests.ask(reason);
         }
     }
 }
@@ -280,6 +279,7 @@ impl WarnLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::mpsc;
 
     /// The queue's channel needs a runtime to exist in; nothing is awaited.
     fn runtime() -> tokio::runtime::Runtime {
@@ -302,7 +302,9 @@ mod tests {
         let (tx, _rx) = crate::dispatch::queue(2);
         let metrics = Arc::new(Metrics::new());
         let (resync_tx, mut resync_rx) = mpsc::channel(4);
-        let mut sink = Sink::new(tx, metrics.clone()).with_resync(resync_tx);
+        let requests = ResyncRequests::new(resync_tx);
+        let owed = requests.owed();
+        let mut sink = Sink::new(tx, metrics.clone()).with_resync(requests);
         for i in 0..3 {
             sink.line(line(i).as_bytes());
         }
@@ -313,6 +315,8 @@ mod tests {
                 .contains("dockwarden_events_dropped_total 3")
         );
         assert_eq!(resync_rx.try_recv().ok(), Some("queue_overflow"));
+        // Owed until done: a checkpoint written now says so.
+        assert_eq!(owed.reason(), Some("queue_overflow"));
         // Every event read is still counted as read.
         assert!(
             metrics
@@ -328,7 +332,7 @@ mod tests {
         let (tx, _rx) = crate::dispatch::queue(64);
         let metrics = Arc::new(Metrics::new());
         let (resync_tx, mut resync_rx) = mpsc::channel(4);
-        let mut sink = Sink::new(tx, metrics.clone()).with_resync(resync_tx);
+        let mut sink = Sink::new(tx, metrics.clone()).with_resync(ResyncRequests::new(resync_tx));
         // Nothing read and no checkpoint: nothing to anchor on.
         assert!(!sink.expect_anchor(true));
         sink.line(line(0).as_bytes());
