@@ -99,6 +99,26 @@ status = "unhealthy"
     )
 }
 
+/// `docker run -d --name NAME --label dwt.heal=true ARGS…`: a container
+/// the rules of these tests heal.
+fn run_healable(name: &str, args: &[&str]) {
+    let mut run = vec!["run", "-d", "--name", name, "--label", "dwt.heal=true"];
+    run.extend_from_slice(args);
+    docker_ok(&run);
+}
+
+/// A health check of `cmd` every 300 ms, unhealthy at its first failure.
+fn probe(cmd: &str) -> [&str; 6] {
+    [
+        "--health-cmd",
+        cmd,
+        "--health-interval",
+        "300ms",
+        "--health-retries",
+        "1",
+    ]
+}
+
 fn restarts(dw: &Dockwarden, name: &str) -> f64 {
     dw.metrics()
         .get("dockwarden_container_restarts_total", &[("name", name)])
@@ -490,24 +510,15 @@ fn a_crash_during_an_unhealthy_backoff_is_still_healed() {
     let name = clean.container(unique("unhealthy-crash"));
     // Unhealthy within a second; crashes (exit 3) 2 s after each start,
     // inside the 3 s backoff of the restart the unhealthy event scheduled.
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
+    let image = test_image();
+    run_healable(
         &name,
-        "--label",
-        "dwt.heal=true",
-        "--health-cmd",
-        "false",
-        "--health-interval",
-        "300ms",
-        "--health-retries",
-        "1",
-        &test_image(),
-        "sh",
-        "-c",
-        "sleep 2; exit 3",
-    ]);
+        &[
+            &probe("false")[..],
+            &[&image, "sh", "-c", "sleep 2; exit 3"],
+        ]
+        .concat(),
+    );
     let healed = wait_until(Duration::from_secs(20), || restarts(&dw, &name) >= 1.0);
     let events = history(&name, since);
     assert!(
@@ -533,6 +544,61 @@ fn a_crash_during_an_unhealthy_backoff_is_still_healed() {
         "{}",
         dw.log()
     );
+}
+
+/// A health check that flaps and recovers by itself within the backoff:
+/// every restart scheduled is called off ("healthy again"), and a restart
+/// not made is no restart. Counted as made, two flaps spent `max_restarts`
+/// and the third recreated a container that was fine.
+#[test]
+fn called_off_actions_are_not_counted_as_restarts() {
+    let clean = Cleanup::for_engine_test();
+    let dw = started(
+        &unhealthy_rule(
+            "restart",
+            "backoff_initial_ms = 2500\nbackoff_max_secs = 3\nmax_restarts = 2\nthen = \"recreate\"",
+        ),
+        &[],
+    );
+    let since = now_unix();
+    let name = clean.container(unique("flapping"));
+    // Unhealthy for about a second out of every five.
+    let image = test_image();
+    run_healable(
+        &name,
+        &[
+            &probe("test -e /tmp/ok")[..],
+            &[
+                &image,
+                "sh",
+                "-c",
+                "while :; do rm -f /tmp/ok; sleep 1; touch /tmp/ok; sleep 4; done",
+            ],
+        ]
+        .concat(),
+    );
+    let flaps = || {
+        history(&name, since)
+            .iter()
+            .filter(|(a, _)| a == "health_status: unhealthy")
+            .count()
+    };
+    let called_off = || dw.log().matches("reason=\"it is healthy again\"").count();
+    assert!(
+        wait_until(Duration::from_secs(30), || flaps() >= 4
+            && called_off() >= 4),
+        "{} flaps, {} called off:\n{}",
+        flaps(),
+        called_off(),
+        dw.log()
+    );
+    assert_eq!(actions(&dw, "restart", "ok"), 0.0, "{}", dw.log());
+    assert_eq!(actions(&dw, "recreate", "ok"), 0.0, "{}", dw.log());
+    let created = history(&name, since)
+        .iter()
+        .filter(|(a, _)| a == "create")
+        .count();
+    assert_eq!(created, 1, "the container was recreated");
 }
 
 /// Acceptance 7: a label named `exitCode` cannot hide a crash or fake one.

@@ -58,7 +58,7 @@ impl Heal {
                     }
                 }
                 if let Some(why) = no_longer_needed(&docker, &metrics, &healer, &facts, plan.failure).await {
-                    healer.finish_pending(&name, generation);
+                    healer.call_off_pending(&name, generation);
                     info!(container = %name, rule = %rule_name, action = kind.label(), reason = why, "Scheduled action called off.");
                     return;
                 }

@@ -38,6 +38,9 @@ pub struct Entry {
     pub(super) own_until: Option<Instant>,
     /// A scheduled action (its generation, and the token that calls it off).
     pub(super) pending: Option<(u64, CancellationToken)>,
+    /// What deciding on the scheduled action counted in advance: taken
+    /// back if it is called off (a restart not made is no restart).
+    pub(super) pending_counted: Option<Counted>,
     pub(super) last_start: Option<Instant>,
     /// An `oom` event came since the last start.
     pub(super) oom_seen: bool,
@@ -84,11 +87,46 @@ impl Entry {
 
     /// Calls off a scheduled action.
     pub(super) fn call_off(&mut self, name: &str, why: &str) {
-        if let Some((_, token)) = self.pending.take() {
-            token.cancel();
+        if self.drop_pending() {
             info!(container = %name, reason = why, "Scheduled action called off.");
         }
     }
+
+    /// Cancels the scheduled action, if any, and takes back what it
+    /// counted; whether there was one.
+    fn drop_pending(&mut self) -> bool {
+        let Some((_, token)) = self.pending.take() else {
+            return false;
+        };
+        token.cancel();
+        self.uncount();
+        true
+    }
+
+    /// Takes back what the scheduled action counted when it was decided:
+    /// its place among the restarts of the window and its step of the
+    /// backoff, or the one recreate.
+    fn uncount(&mut self) {
+        match self.pending_counted.take() {
+            Some(Counted::Restart(at)) => {
+                if let Some(i) = self.restarts.iter().rposition(|t| *t == at) {
+                    self.restarts.remove(i);
+                    self.attempt = self.attempt.saturating_sub(1);
+                }
+            }
+            Some(Counted::Escalation) => self.escalated = false,
+            None => {}
+        }
+    }
+}
+
+/// What deciding on an action counts before it is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Counted {
+    /// A restart, at this time, in the window (and a step of the backoff).
+    Restart(Instant),
+    /// The one recreate after the restarts.
+    Escalation,
 }
 
 /// The shared state of the heal handlers, and their observer.
@@ -232,12 +270,25 @@ impl Healer {
     }
 
     /// Clears the scheduled action of `name` if it is still generation
-    /// `generation` (a newer one may have replaced it).
+    /// `generation` (a newer one may have replaced it): it is carried out
+    /// (or failed to be), so what it counted stays counted.
     pub(super) fn finish_pending(&self, name: &str, generation: u64) {
         if let Some(e) = self.book().get_mut(name)
             && e.pending.as_ref().is_some_and(|(g, _)| *g == generation)
         {
             e.pending = None;
+            e.pending_counted = None;
+        }
+    }
+
+    /// Calls off the scheduled action of `name` if it is still generation
+    /// `generation`, found no longer needed when its backoff ended (the
+    /// caller says so in the log).
+    pub(super) fn call_off_pending(&self, name: &str, generation: u64) {
+        if let Some(e) = self.book().get_mut(name)
+            && e.pending.as_ref().is_some_and(|(g, _)| *g == generation)
+        {
+            e.drop_pending();
         }
     }
 }
