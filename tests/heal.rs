@@ -99,6 +99,23 @@ status = "unhealthy"
     )
 }
 
+/// A `raise_memory` rule on `container.oom` doubling the limit.
+fn raise_memory_rule(with: &str) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "oom"
+on = ["container.oom"]
+handler = "raise_memory"
+[rule.match]
+labels = {{ "dwt.heal" = "true" }}
+[rule.with]
+factor = 2.0
+{with}
+"#
+    )
+}
+
 /// `docker run -d --name NAME --label dwt.heal=true ARGS…`: a container
 /// the rules of these tests heal.
 fn run_healable(name: &str, args: &[&str]) {
@@ -655,20 +672,10 @@ fn forged_exit_code_labels_do_not_fool_healing() {
 #[test]
 fn oom_raises_memory_up_to_max_bytes() {
     let clean = Cleanup::for_engine_test();
-    let rules = r#"
-[[rule]]
-name = "oom"
-on = ["container.oom"]
-handler = "raise_memory"
-[rule.match]
-labels = { "dwt.heal" = "true" }
-[rule.with]
-factor = 2.0
-max_bytes = 50331648
-backoff_initial_ms = 100
-max_restarts = 10
-"#;
-    let dw = started(rules, &[]);
+    let dw = started(
+        &raise_memory_rule("max_bytes = 50331648\nbackoff_initial_ms = 100\nmax_restarts = 10"),
+        &[],
+    );
     let name = clean.container(unique("oom"));
     docker_ok(&[
         "run",
@@ -715,6 +722,87 @@ max_restarts = 10
         "never above max_bytes"
     );
     assert!(dw.log().contains("Raised memory limit."));
+}
+
+/// An OOM kill of a child leaves the main process running, and the limit
+/// as low as it was: after its backoff the raise is still wanted, not
+/// called off as "running again".
+#[test]
+fn a_child_oom_kill_raises_memory_of_the_running_container() {
+    let clean = Cleanup::for_engine_test();
+    let dw = started(
+        &raise_memory_rule("max_bytes = 67108864\nbackoff_initial_ms = 500"),
+        &[],
+    );
+    let name = clean.container(unique("child-oom"));
+    let image = test_image();
+    run_healable(
+        &name,
+        &[
+            "-m",
+            "32m",
+            "--memory-swap",
+            "32m",
+            &image,
+            "sh",
+            "-c",
+            "while :; do tail /dev/zero; sleep 2; done",
+        ],
+    );
+    const MIB: i64 = 1024 * 1024;
+    let raised = wait_until(Duration::from_secs(20), || {
+        inspect(&name)["HostConfig"]["Memory"].as_i64() == Some(64 * MIB)
+    });
+    assert!(
+        raised,
+        "limit {:?}:\n{}",
+        inspect(&name)["HostConfig"]["Memory"],
+        dw.log()
+    );
+    assert!(!dw.log().contains("it is running again"), "{}", dw.log());
+}
+
+/// Engine 20.10 keeps `OOMKilled` set for the rest of a run after a child's
+/// OOM kill: a main process that then exits 0 finished its job, and a rule
+/// healing non-zero exits leaves it alone.
+#[test]
+fn an_exit_0_after_a_child_oom_kill_is_not_healed() {
+    let clean = Cleanup::for_engine_test();
+    let dw = started(&restart_rule("backoff_initial_ms = 100"), &[]);
+    let since = now_unix();
+    let name = clean.container(unique("oom-then-0"));
+    let image = test_image();
+    run_healable(
+        &name,
+        &[
+            "-m",
+            "16m",
+            "--memory-swap",
+            "16m",
+            &image,
+            "sh",
+            "-c",
+            "tail /dev/zero; exit 0",
+        ],
+    );
+    let died = wait_until(Duration::from_secs(20), || {
+        history(&name, since).iter().any(|(a, _)| a == "die")
+    });
+    assert!(died, "it never exited");
+    let state = &inspect(&name)["State"];
+    assert_eq!(state["ExitCode"].as_i64(), Some(0), "{state}");
+    assert_eq!(
+        state["OOMKilled"].as_bool(),
+        Some(true),
+        "this engine does not keep OOMKilled after a child's OOM kill: {state}"
+    );
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(restarts(&dw, &name), 0.0, "{}", dw.log());
+    let starts = history(&name, since)
+        .iter()
+        .filter(|(a, _)| a == "start")
+        .count();
+    assert_eq!(starts, 1, "restarted:\n{}", dw.log());
 }
 
 /// Acceptance 9: with `--dry-run` nothing is mutated, and the log says what

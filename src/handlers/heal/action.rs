@@ -57,7 +57,7 @@ impl Heal {
                         return;
                     }
                 }
-                if let Some(why) = no_longer_needed(&docker, &metrics, &healer, &facts, plan.failure).await {
+                if let Some(why) = no_longer_needed(&docker, &metrics, &healer, &facts, (plan.failure, kind)).await {
                     healer.call_off_pending(&name, generation);
                     info!(container = %name, rule = %rule_name, action = kind.label(), reason = why, "Scheduled action called off.");
                     return;
@@ -153,7 +153,7 @@ async fn no_longer_needed(
     metrics: &crate::metrics::Metrics,
     healer: &Healer,
     facts: &Facts,
-    failure: Failure,
+    (failure, kind): (Failure, Kind),
 ) -> Option<&'static str> {
     if healer
         .book()
@@ -177,14 +177,15 @@ async fn no_longer_needed(
         // It crashed while this restart waited out its backoff. The crash's
         // own `die` found this action scheduled and left the container to
         // it: calling it off would leave the container down. A clean exit,
-        // or one Docker's restart policy restarts, is left alone.
-        Failure::Unhealthy
-            if !now.running && (now.exit_code != 0 || now.oom_killed) && !now.engine_restarts() =>
-        {
-            None
-        }
+        // or one Docker's restart policy restarts, is left alone (an OOM
+        // kill of the main process exits 137: `OOMKilled` alone stays set
+        // after a child's, on Engine 20.10).
+        Failure::Unhealthy if !now.running && now.exit_code != 0 && !now.engine_restarts() => None,
         Failure::Unhealthy if !now.running => Some("it is no longer running"),
         Failure::Unhealthy if !now.unhealthy => Some("it is healthy again"),
+        // An OOM kill of a child leaves the main process running, and its
+        // limit as low as it was: raising it is still wanted.
+        Failure::Oom if matches!(kind, Kind::RaiseMemory { .. }) => None,
         Failure::Exit(_) | Failure::Oom if now.running => Some("it is running again"),
         _ => None,
     }
@@ -249,10 +250,13 @@ async fn act(
         }
         Kind::RaiseMemory { factor, max_bytes } => {
             // The limit may have changed since the event: read it again.
-            let current = docker
+            let (current, swap) = docker
                 .inspect_container(&facts.id, None)
                 .await
-                .map(|i| Facts::from_inspect(&i).memory)
+                .map(|i| {
+                    let swap = i.host_config.as_ref().and_then(|h| h.memory_swap);
+                    (Facts::from_inspect(&i).memory, swap.unwrap_or(0))
+                })
                 .map_err(|e| HandlerError::engine(Call::ContainerInspect, "inspect", e))?;
             if current == 0 {
                 info!(container = %facts.name, "No memory limit to raise; left alone.");
@@ -265,7 +269,7 @@ async fn act(
                         &facts.id,
                         ContainerUpdateBody {
                             memory: Some(raised),
-                            memory_swap: Some(-1),
+                            memory_swap: Some(raised_swap(current, swap, raised)),
                             ..Default::default()
                         },
                     )
@@ -290,6 +294,25 @@ async fn act(
             )))
         }
     }
+}
+
+/// The memory-plus-swap limit that goes with raising the memory limit
+/// from `current` to `raised`: the same swap as before (`MemorySwap` is
+/// memory plus swap, -1 unlimited). The engine refuses a memory limit
+/// above the memory-plus-swap one in force, and a running container's
+/// cgroup takes the two in that order; unlimited swap instead would let a
+/// container that had none swap.
+fn raised_swap(current: i64, swap: i64, raised: i64) -> i64 {
+    if swap < 0 {
+        return -1;
+    }
+    // Not set: the engine's default, twice the memory limit.
+    let swap = if swap == 0 {
+        current.saturating_mul(2)
+    } else {
+        swap
+    };
+    swap.saturating_add(raised - current)
 }
 
 /// Restarts container `id` (named `name`), its events marked as ours.
@@ -355,5 +378,23 @@ pub(super) async fn recreate_as(
             healer.clear_own(name);
             Err(e.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::raised_swap;
+
+    const MIB: i64 = 1024 * 1024;
+
+    #[test]
+    fn raising_memory_keeps_the_swap_it_had() {
+        // No swap (`--memory-swap` equal to `-m`): still none.
+        assert_eq!(raised_swap(32 * MIB, 32 * MIB, 64 * MIB), 64 * MIB);
+        // `-m` alone: the engine's default, as much swap as memory.
+        assert_eq!(raised_swap(32 * MIB, 64 * MIB, 48 * MIB), 80 * MIB);
+        assert_eq!(raised_swap(32 * MIB, 0, 48 * MIB), 80 * MIB);
+        // Unlimited stays unlimited.
+        assert_eq!(raised_swap(32 * MIB, -1, 64 * MIB), -1);
     }
 }

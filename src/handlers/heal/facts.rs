@@ -74,7 +74,10 @@ impl Facts {
 /// (which labels cannot forge) and the engine's exit code.
 pub(super) fn failure_of(event: &Event, facts: &Facts) -> Option<Failure> {
     match &*event.key {
-        "container.die" if facts.oom_killed => Some(Failure::Oom),
+        // Engine 20.10 keeps `OOMKilled` set for the rest of the run after
+        // any OOM kill in the container, a child's too: a main process that
+        // then exits 0 finished its job (an OOM kill of it exits 137).
+        "container.die" if facts.oom_killed && facts.exit_code != 0 => Some(Failure::Oom),
         "container.die" => Some(Failure::Exit(facts.exit_code)),
         "container.oom" => Some(Failure::Oom),
         "container.health_status" if event.health_status() == Some("unhealthy") => {
