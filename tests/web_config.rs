@@ -9,7 +9,8 @@
 //!   `dockwarden health --insecure` over https;
 //! * the file read again on change: a new password replaces the old one, a
 //!   broken file keeps the last good one (logged with FILE:LINE:COL), new
-//!   certificate files are served to the next connection;
+//!   certificate files are served to the next connection; a file emptied
+//!   in place (no users left) is refused and the password still applies;
 //! * a bad file at startup: exit 2 with FILE:LINE:COL;
 //! * a real Prometheus (Debian's `prometheus`) scraping over TLS with a
 //!   client certificate and basic auth reaches `up == 1`; with a wrong
@@ -624,6 +625,74 @@ fn the_file_is_read_again_when_it_changes() {
         dw.log()
     );
     assert_not_logged(&dw, &["new-password", "old-password"]);
+}
+
+#[test]
+fn emptying_the_users_while_running_is_refused() {
+    require_docker();
+    let dir = TempDir::new("web-users");
+    let good = format!(
+        "basic_auth_users:\n  prometheus: {}\n",
+        bcrypt_hash(PASSWORD)
+    );
+    let web = write_web_config(dir.path(), &good);
+    let mut dw = start(LOG_ALL, &web, &[]);
+    let url = format!("http://127.0.0.1:{}/metrics", dw.addr().port());
+    let user = format!("prometheus:{PASSWORD}");
+    let with_password = ["-u", user.as_str()];
+    let without: [&str; 0] = [];
+    wait_ready(&mut dw, &with_password, &url);
+    let got = curl(&without, &url);
+    assert_eq!(got.status, 401, "{got:?}");
+
+    let refusal = format!(
+        "{}: basic_auth_users: the change removes every user",
+        web.display()
+    );
+    for (n, (what, yaml)) in [
+        ("an empty file", ""),
+        ("basic_auth_users: (null)", "basic_auth_users:\n"),
+        ("basic_auth_users: {}", "basic_auth_users: {}\n"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // In place, as an editor or config management writes: truncated,
+        // then written (here: never written again). Not write_web_config,
+        // which renames a whole file over it.
+        fs::write(&web, yaml).expect("truncate the web config in place");
+        // Past the one-second retry of a refused change.
+        thread::sleep(Duration::from_millis(1100));
+        // The head only: a 200 here carries all the metrics.
+        let got = curl(&without, &url);
+        assert_eq!(got.status, 401, "{what}: {}\nlog:\n{}", got.head, dw.log());
+        assert!(
+            got.www_authenticate()
+                .is_some_and(|v| v.starts_with("Basic")),
+            "{what}: {got:?}"
+        );
+        let got = curl(&with_password, &url);
+        assert_eq!(got.status, 200, "{what}: {got:?}\nlog:\n{}", dw.log());
+        // Logged once per refusal: the good file is put back below, which
+        // clears it, so each variant adds one line.
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                dw.log().matches(&refusal).count() == n + 1
+            }),
+            "{what}: wanted refusal {} of {refusal:?}; log:\n{}",
+            n + 1,
+            dw.log()
+        );
+        write_web_config(dir.path(), &good);
+        let got = curl(&with_password, &url);
+        assert_eq!(got.status, 200, "{what}, put back: {got:?}");
+    }
+    let log = dw.log();
+    assert!(
+        log.contains("restart dockwarden") && log.contains("without --web-config"),
+        "the refusal says how to turn basic auth off:\n{log}"
+    );
+    assert_not_logged(&dw, &[PASSWORD]);
 }
 
 #[test]

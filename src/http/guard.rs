@@ -6,7 +6,8 @@
 //! the files it names on every new connection; a change is compiled and
 //! swapped in. A file that cannot be used leaves the previous configuration
 //! in force and is logged (once per distinct problem), with the file and
-//! every problem. TLS cannot be turned on or off while running.
+//! every problem. Two changes need a restart and are refused the same way
+//! ([`restart_needed`]): TLS on or off, and basic auth off.
 //!
 //! Who passes (see README, "TLS and basic auth"):
 //! * `/healthz` and `/readyz` with `--web-open-probes`: everyone who
@@ -133,15 +134,19 @@ impl Web {
                 .map_err(|e| e.problems.join("; ")),
             Err(e) => Err(format!("{file}: cannot read the web config: {e}")),
         };
-        let problem = match compiled {
-            Ok((new, _)) if new.tls.is_some() != live.config.tls.is_some() => format!(
-                "{file}: tls_server_config {}: TLS cannot be turned on or off while dockwarden runs; restart it",
-                if new.tls.is_some() {
-                    "was added"
-                } else {
-                    "was removed"
-                }
-            ),
+        let usable = compiled.and_then(|(new, bytes)| {
+            let why = restart_needed(&live.config, &new);
+            if why.is_empty() {
+                Ok((new, bytes))
+            } else {
+                Err(why
+                    .iter()
+                    .map(|w| format!("{file}: {w}"))
+                    .collect::<Vec<_>>()
+                    .join("; "))
+            }
+        });
+        let problem = match usable {
             Ok((new, bytes)) => {
                 info!(
                     file = %file,
@@ -197,6 +202,36 @@ impl Web {
         cache.insert(key, ok);
         ok && known
     }
+}
+
+/// What a change from `old` to `new` would do that only a restart may,
+/// though `new` is a valid file. TLS on or off changes what the listener
+/// speaks. Basic auth off would serve every request without a password, and
+/// a file is empty for a moment when an editor or config management writes
+/// it in place (truncate, then write), or for good if the write then fails:
+/// taking that in would open `/metrics` and the API to anyone. At startup no
+/// users is accepted: there is nothing to keep.
+fn restart_needed(old: &WebConfig, new: &WebConfig) -> Vec<String> {
+    let mut why = Vec::new();
+    if new.tls.is_some() != old.tls.is_some() {
+        why.push(format!(
+            "tls_server_config {}: TLS cannot be turned on or off while dockwarden runs; restart it",
+            if new.tls.is_some() {
+                "was added"
+            } else {
+                "was removed"
+            }
+        ));
+    }
+    if new.users.is_empty() && !old.users.is_empty() {
+        why.push(
+            "basic_auth_users: the change removes every user, which would serve every request \
+             without a password: refused, the users in force stay; to turn basic auth off, \
+             restart dockwarden with no basic_auth_users in the file, or without --web-config"
+                .to_owned(),
+        );
+    }
+    why
 }
 
 /// SHA-256 of the three, each length-prefixed so no two triples collide.
@@ -350,18 +385,62 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
+    /// The problems of the last refused change, "" if none.
+    fn refused(web: &Web) -> String {
+        lock(&web.live)
+            .refused
+            .clone()
+            .map(|(p, _)| p)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn removing_every_user_while_running_is_refused() {
+        let (web, path) = web_with(&format!("basic_auth_users:\n  u: {SECRET}\n"));
+        let before = web.current(false);
+        let wanted = format!(
+            "{}: basic_auth_users: the change removes every user",
+            path.display()
+        );
+        for text in [
+            "",
+            "basic_auth_users:\n",
+            "basic_auth_users: {}\n",
+            "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+        ] {
+            // Past the retry delay of the previous refusal.
+            std::thread::sleep(RETRY);
+            std::fs::write(&path, text).unwrap();
+            let now = web.current(false);
+            assert!(Arc::ptr_eq(&now, &before), "{text:?} was taken in");
+            assert_eq!(now.users.len(), 1);
+            assert!(refused(&web).starts_with(&wanted), "{}", refused(&web));
+            assert!(
+                refused(&web).contains("restart dockwarden")
+                    && refused(&web).contains("without --web-config"),
+                "{}",
+                refused(&web)
+            );
+        }
+        let _ = std::fs::remove_file(&path);
+
+        // Without users from the start, nothing is lost: a file with none
+        // is taken in, and so are users added later.
+        let (web, path) = web_with("");
+        let before = web.current(false);
+        std::fs::write(&path, "basic_auth_users: {}\n").unwrap();
+        assert!(!Arc::ptr_eq(&web.current(false), &before));
+        std::fs::write(&path, format!("basic_auth_users:\n  u: {SECRET}\n")).unwrap();
+        assert_eq!(web.current(false).users.len(), 1);
+        assert_eq!(refused(&web), "");
+        let _ = std::fs::remove_file(&path);
+    }
+
     #[test]
     fn turning_tls_on_while_running_is_refused() {
         use super::super::web_config::tests::{CERT, KEY};
         let (web, path) = web_with("basic_auth_users: {}\n");
         let before = web.current(false);
-        let refused = || {
-            lock(&web.live)
-                .refused
-                .clone()
-                .map(|(p, _)| p)
-                .unwrap_or_default()
-        };
         std::fs::write(
             &path,
             "tls_server_config:\n  cert_file: /nonexistent\n  key_file: /nonexistent\n",
@@ -369,9 +448,9 @@ mod tests {
         .unwrap();
         assert!(Arc::ptr_eq(&web.current(true), &before));
         assert!(
-            refused().contains("cannot read /nonexistent"),
+            refused(&web).contains("cannot read /nonexistent"),
             "{}",
-            refused()
+            refused(&web)
         );
         let pem = |p: &str| p.lines().map(|l| format!("    {l}\n")).collect::<String>();
         std::fs::write(
@@ -386,9 +465,9 @@ mod tests {
         std::thread::sleep(RETRY);
         assert!(Arc::ptr_eq(&web.current(true), &before));
         assert!(
-            refused().contains("tls_server_config was added"),
+            refused(&web).contains("tls_server_config was added"),
             "{}",
-            refused()
+            refused(&web)
         );
         let _ = std::fs::remove_file(&path);
     }
