@@ -124,11 +124,20 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
         warn!("Dry run: handlers decide and log, but call no mutating Docker API.");
     }
 
+    let host = config
+        .audit
+        .host
+        .clone()
+        .unwrap_or_else(crate::config::this_host);
+    // Before the reloader: it refuses rules that name a target without a
+    // sender, and the senders are these, built once.
+    let notifier = Notifier::start(&config.notify, &config.state.dir, host, metrics.clone());
     let (rules_tx, rules_rx) = watch::channel(config.rules.clone());
     let reloader = ReloadTask {
         path: opts.rules_path.clone(),
         registry: registry.clone(),
         rules: rules_tx,
+        notify_targets: notifier.handle().names(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     }
@@ -182,12 +191,6 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     // Always started (a reload may bring audit rules); the file is opened
     // at the first record.
     let audit = Some(AuditSink::start(config.audit.clone(), metrics.clone()));
-    let host = config
-        .audit
-        .host
-        .clone()
-        .unwrap_or_else(crate::config::this_host);
-    let notifier = Notifier::start(&config.notify, &config.state.dir, host, metrics.clone());
     let (queue_tx, queue_rx) = crate::dispatch::queue(config.dispatch.queue_capacity);
     metrics.watch_queue_depth(queue_tx.depth_source());
     let own = Arc::new(crate::dispatch::OwnQueue::new(

@@ -336,7 +336,7 @@ impl Metrics {
             IntCounterVec::new(
                 Opts::new(
                     "dockwarden_notifications_total",
-                    "Notifications by target and result: sent, coalesced (delivered inside a summary), failed (refused for good), dropped (queue full) — each message ends in one of these — and retried (attempts that failed and are tried again).",
+                    "Notifications by target and result: sent, coalesced (delivered inside a summary), failed (refused for good), dropped (queue full, stopped, or no sender for the target) — each message ends in one of these — and retried (attempts that failed and are tried again).",
                 ),
                 &["target", "result"],
             )

@@ -5,7 +5,10 @@
 //! two events; on failure the old rules stay, every problem is logged with
 //! its line and column, and `dockwarden_rules_reloads_total{result="error"}`
 //! counts it. Sections other than the rules (`[server]`, `[source]`,
-//! `[dispatch]`, `[audit]`) take effect at the next start.
+//! `[dispatch]`, `[audit]`, `[notify]`) take effect at the next start. So
+//! rules that send to a notify target the sidecar did not start with (one
+//! added or renamed since) are such a failure: nothing would deliver
+//! their messages.
 //!
 //! It must not touch handler state: the registry it reuses keeps it.
 
@@ -53,6 +56,9 @@ pub struct ReloadTask {
     pub path: PathBuf,
     pub registry: Arc<Registry>,
     pub rules: watch::Sender<Arc<Ruleset>>,
+    /// The notify targets that have a sender, the only ones new rules may
+    /// name.
+    pub notify_targets: Arc<[String]>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
 }
@@ -101,7 +107,7 @@ impl ReloadTask {
     }
 
     fn reload(&self, origin: &'static str) -> Result<String, String> {
-        match Config::load_file(&self.path, &self.registry) {
+        match Config::reload_file(&self.path, &self.registry, &self.notify_targets) {
             Ok(config) => {
                 let summary = format!(
                     "{} rules, handlers: {}",

@@ -595,6 +595,33 @@ async fn a_permanent_4xx_is_not_retried() {
     notifier.close(Duration::from_secs(1)).await;
 }
 
+/// A message for a target the process has no sender for is lost: it is
+/// counted as dropped, under one fixed label rather than under its name
+/// (which comes from outside the configuration).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_for_a_target_without_a_sender_is_counted_as_dropped() {
+    let dir = TempDir::new("notify-unknown");
+    let r = Receiver::start();
+    let (notifier, metrics) = start(
+        &config(vec![target("ops", Kind::Webhook, &r.url("/"))]),
+        &dir,
+    );
+    notifier.handle().send("added-since", msg(1));
+    notifier.handle().send("added-since", msg(2));
+    notifier.handle().send("ops", msg(3));
+    assert!(
+        eventually(Duration::from_secs(3), || counted(&metrics, "ops", "sent")
+            == 1.0)
+        .await
+    );
+    assert_eq!(counted(&metrics, "(unknown)", "dropped"), 2.0);
+    assert_eq!(counted(&metrics, "ops", "dropped"), 0.0);
+    let rendered = metrics.render();
+    assert!(!rendered.contains("added-since"), "{rendered}");
+    assert_eq!(ids(&r.requests()), ["m-3"]);
+    notifier.close(Duration::from_secs(1)).await;
+}
+
 #[test]
 fn a_hangup_is_a_network_error_and_retried() {
     let dir = TempDir::new("notify-hangup");

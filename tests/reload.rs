@@ -6,9 +6,10 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::receiver::Receiver;
 use common::{
-    Cleanup, Dockwarden, docker_ok, require_docker, require_test_image, test_image, unique,
-    wait_until,
+    Cleanup, Dockwarden, TempDir, docker_ok, require_docker, require_test_image, test_image,
+    unique, wait_until,
 };
 
 fn rule(name: &str, container: &str) -> String {
@@ -129,4 +130,60 @@ fn http_reload_requires_the_bearer_token() {
     assert_eq!(reloads(&dw, "error"), 1.0);
     assert_eq!(reloads(&dw, "ok"), 1.0);
     let _ = std::fs::remove_file(&token_file);
+}
+
+/// `[notify.targets.NAME]` sending to `receiver`, and a rule telling it of
+/// the creation of network `net`.
+fn notify_on_network(name: &str, receiver: &Receiver, net: &str) -> String {
+    format!(
+        "[notify.targets.{name}]\nkind = \"webhook\"\nurl = \"{url}\"\n\n[[rule]]\nname = \"tell-{name}\"\non = [\"network.create\"]\nhandler = \"notify\"\n[rule.match]\nname = [\"{net}\"]\n[rule.with]\ntarget = \"{name}\"\n\n",
+        url = receiver.url(&format!("/{name}"))
+    )
+}
+
+/// Senders are built at start: a reload whose rules send to a target added
+/// since (here `b`) would be accepted and then drop every message to it.
+/// It is refused like any bad file, naming the rule's `target`, and the
+/// old rules go on delivering to `a`.
+#[test]
+fn a_reload_sending_to_a_target_added_since_start_is_refused() {
+    require_docker();
+    let clean = Cleanup::new();
+    let net = clean.network(unique("reload-notify"));
+    let (a, b) = (Receiver::start(), Receiver::start());
+    let dir = TempDir::new("dw-reload-notify");
+    let dw = common::api::with_tokens(&dir, &notify_on_network("a", &a, &net));
+    let started = std::fs::read_to_string(dw.rules_path()).expect("read the rules");
+
+    let rules = format!("{started}{}", notify_on_network("b", &b, &net));
+    std::fs::write(dw.rules_path(), &rules).expect("write the new rules");
+    let (status, body) = post(&dw, "/-/reload", Some(common::api::RELOAD_TOKEN));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(reloads(&dw, "error"), 1.0);
+    assert_eq!(reloads(&dw, "ok"), 0.0);
+    // Where the rule names it: `target = "b"`, at its value.
+    let (line, col) = rules
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| {
+            (l == "target = \"b\"").then(|| (i + 1, l.find('"').map_or(0, |c| c + 1)))
+        })
+        .expect("the rule for b");
+    let problem = format!(
+        "{}:{line}:{col}: notify target \"b\" was added after start",
+        dw.rules_path().display()
+    );
+    assert!(body.contains(&problem), "{problem} in {body}");
+    assert!(
+        dw.wait_for_log(&problem, Duration::from_secs(5)),
+        "{problem} is logged:\n{}",
+        dw.log()
+    );
+    assert!(body.contains("restart"), "says what to do: {body}");
+
+    docker_ok(&["network", "create", &net]);
+    let got = a.wait_for(1, Duration::from_secs(15));
+    assert_eq!(got.len(), 1, "the old rule still tells a:\n{}", dw.log());
+    assert_eq!(got[0].json()["key"], "network.create");
+    assert_eq!(b.count(), 0);
 }

@@ -253,6 +253,12 @@ pub struct RuleSpec {
     /// The names under `[notify.targets]`, for the `notify` handler to
     /// check its `target` against.
     pub notify_targets: Arc<[String]>,
+    /// On a reload: the targets the running sidecar has senders for (they
+    /// are built once, at start). None when loading for a start or a
+    /// check. A target the file declares but the sidecar lacks has no
+    /// sender, so a rule naming it must be refused, not left to drop
+    /// every message.
+    pub started_targets: Option<Arc<[String]>>,
 }
 
 /// A handler bound to one rule's parameters.

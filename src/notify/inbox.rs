@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::Message;
-use super::observe::Dropped;
+use super::observe::{DropReason, Dropped};
 use super::spool::Entry;
 use crate::internal_events::InternalEvent;
 use crate::lock::lock;
@@ -36,8 +36,30 @@ pub struct Inbox {
     pub wake: Notify,
     closed: AtomicBool,
     metrics: Arc<Metrics>,
+    drop_log: DropLog,
+}
+
+/// Drops are each counted but warned about at most once per
+/// [`DROP_LOG_EVERY`], so a flood of them cannot flood the log.
+#[derive(Default)]
+pub struct DropLog {
     /// When the last warning was written, and drops since.
-    drop_log: Mutex<(Option<Instant>, u64)>,
+    last: Mutex<(Option<Instant>, u64)>,
+}
+
+impl DropLog {
+    /// Counts one drop. Some(drops since the last warning, this one
+    /// included) when a warning is due now.
+    pub fn drop_one(&self) -> Option<u64> {
+        let mut g = lock(&self.last);
+        g.1 += 1;
+        if g.0.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY) {
+            g.0 = Some(Instant::now());
+            Some(std::mem::take(&mut g.1))
+        } else {
+            None
+        }
+    }
 }
 
 impl Inbox {
@@ -50,7 +72,7 @@ impl Inbox {
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             metrics,
-            drop_log: Mutex::new((None, 0)),
+            drop_log: DropLog::default(),
         }
     }
 
@@ -58,11 +80,11 @@ impl Inbox {
     /// delivery has stopped.
     pub fn push(&self, msg: Message) {
         if self.closed.load(Ordering::Acquire) {
-            return self.dropped("stopped");
+            return self.dropped(DropReason::Stopped);
         }
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            return self.dropped("queue full");
+            return self.dropped(DropReason::QueueFull);
         }
         lock(&self.fresh).push(Entry {
             queued_at: crate::clock::unix_nanos(),
@@ -72,21 +94,11 @@ impl Inbox {
         self.wake.notify_one();
     }
 
-    fn dropped(&self, reason: &'static str) {
-        let warn = {
-            let mut g = lock(&self.drop_log);
-            g.1 += 1;
-            if g.0.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY) {
-                g.0 = Some(Instant::now());
-                Some(std::mem::take(&mut g.1))
-            } else {
-                None
-            }
-        };
+    fn dropped(&self, reason: DropReason) {
         Dropped {
             target: &self.name,
             reason,
-            warn,
+            warn: self.drop_log.drop_one(),
         }
         .emit(&self.metrics);
     }

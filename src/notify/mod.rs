@@ -38,8 +38,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{Kind, NotifyConfig, Secret, TargetConfig, TargetUrl};
-use inbox::Inbox;
-use observe::{SpoolFailed, SpoolLoaded};
+use inbox::{DropLog, Inbox};
+use observe::{DropReason, Dropped, SpoolFailed, SpoolLoaded};
 pub use parse::read;
 use sender::{Sender, Wiring};
 use spool::Spool;
@@ -101,11 +101,20 @@ pub struct Message {
 #[derive(Clone, Default)]
 pub struct NotifyHandle {
     targets: Arc<BTreeMap<String, Arc<Inbox>>>,
+    /// Where messages for a target it does not have are counted and
+    /// warned about; None for a disabled handle.
+    unknown: Option<Arc<Unknown>>,
+}
+
+/// Messages for a target without a sender.
+struct Unknown {
+    metrics: Arc<Metrics>,
+    log: DropLog,
 }
 
 impl NotifyHandle {
     /// No targets: every `send` is dropped without a trace (for tests and
-    /// tools that deliver nothing).
+    /// tools that deliver nothing, such as `replay`).
     pub fn disabled() -> NotifyHandle {
         NotifyHandle::default()
     }
@@ -114,18 +123,28 @@ impl NotifyHandle {
         self.targets.contains_key(name)
     }
 
+    /// The targets it has a sender for, sorted.
+    pub fn names(&self) -> Arc<[String]> {
+        self.targets.keys().cloned().collect()
+    }
+
     /// Queues `msg` for `target`. Never blocks and never awaits: when the
     /// target's queue is full the message is dropped, counted
     /// (`dockwarden_notifications_total{result="dropped"}`) and logged,
-    /// at most one warning per target per ten seconds.
+    /// at most one warning per target per ten seconds. So is a message
+    /// for a target without a sender, counted as `target="(unknown)"`.
     pub fn send(&self, target: &str, msg: Message) {
-        match self.targets.get(target) {
-            Some(inbox) => inbox.push(msg),
-            // Rules are checked against the targets, so only a handle
-            // from another config gets here.
-            None => {
-                tracing::debug!(target_name = target, id = %msg.id, "No such notification target; message dropped.")
+        match (self.targets.get(target), &self.unknown) {
+            (Some(inbox), _) => inbox.push(msg),
+            // Rules, at start and on reload, may name only targets with a
+            // sender, so this is a bug; still, a message lost must show.
+            (None, Some(unknown)) => Dropped {
+                target,
+                reason: DropReason::NoSender,
+                warn: unknown.log.drop_one(),
             }
+            .emit(&unknown.metrics),
+            (None, None) => {}
         }
     }
 }
@@ -211,6 +230,10 @@ impl Notifier {
         Notifier {
             handle: NotifyHandle {
                 targets: Arc::new(targets),
+                unknown: Some(Arc::new(Unknown {
+                    metrics,
+                    log: DropLog::default(),
+                })),
             },
             tasks,
             stop,

@@ -112,26 +112,57 @@ impl InternalEvent for Unencodable<'_> {
     }
 }
 
-/// A message dropped because the target's queue was full or delivery had
-/// stopped. Each is counted; the warning is written at most once per ten
-/// seconds (the inbox decides), with the drops since the last one.
+/// The `target` label of messages for a target the process has no sender
+/// for. Not a possible target name (those hold only letters, digits, `-`
+/// and `_`), and one value whatever the name: a name from outside the
+/// configuration must not become a label.
+pub const UNKNOWN_TARGET: &str = "(unknown)";
+
+/// Why a message was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The target already holds `queue` messages.
+    QueueFull,
+    /// Delivery has stopped (shutdown).
+    Stopped,
+    /// The process has no sender for the target. Reloads whose rules name
+    /// one are refused, so only a bug gets here.
+    NoSender,
+}
+
+impl DropReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue full (see `queue` of the target)",
+            DropReason::Stopped => "stopped",
+            DropReason::NoSender => "no sender for this target (senders are built at start)",
+        }
+    }
+}
+
+/// A message dropped. Each is counted; the warning is written at most
+/// once per ten seconds (`inbox::DropLog` decides), with the drops since
+/// the last one.
 pub struct Dropped<'a> {
     pub target: &'a str,
-    /// `queue full` or `stopped`.
-    pub reason: &'static str,
+    pub reason: DropReason,
     /// Write the warning, counting this many drops since the last.
     pub warn: Option<u64>,
 }
 
 impl InternalEvent for Dropped<'_> {
     fn emit(&self, metrics: &Metrics) {
-        metrics.notifications(self.target, "dropped", 1);
+        let label = match self.reason {
+            DropReason::NoSender => UNKNOWN_TARGET,
+            DropReason::QueueFull | DropReason::Stopped => self.target,
+        };
+        metrics.notifications(label, "dropped", 1);
         if let Some(count) = self.warn {
             warn!(
                 target_name = self.target,
-                reason = self.reason,
+                reason = self.reason.as_str(),
                 dropped = count,
-                "Notifications dropped (see `queue` of the target)."
+                "Notifications dropped."
             );
         }
     }

@@ -22,6 +22,7 @@ pub(super) fn compile(
     span: std::ops::Range<usize>,
     diags: &RefCell<Collector>,
     registry: &Registry,
+    started_targets: Option<&Arc<[String]>>,
 ) -> Option<Config> {
     let mut top = Table::new(Some(root), span.clone(), "the rules file", diags);
 
@@ -55,9 +56,14 @@ pub(super) fn compile(
                 };
                 let what = format!("rule #{}", i + 1);
                 let table = Table::new(Some(t), item.span(), what, diags);
-                if let Some(rule) =
-                    compile_rule(table, registry, &mut names, source, &notify_targets)
-                {
+                if let Some(rule) = compile_rule(
+                    table,
+                    registry,
+                    &mut names,
+                    source,
+                    &notify_targets,
+                    started_targets,
+                ) {
                     rules.push(Arc::new(rule));
                 }
             }
@@ -98,6 +104,7 @@ fn compile_rule(
     names: &mut BTreeMap<String, usize>,
     source: &str,
     notify_targets: &Arc<[String]>,
+    started_targets: Option<&Arc<[String]>>,
 ) -> Option<Rule> {
     let name = t.required_str("name");
     if let Some((n, span)) = &name {
@@ -218,6 +225,7 @@ fn compile_rule(
         name: Arc::from(name.as_ref().map_or("", |(n, _)| *n)),
         exit_code: matcher.as_ref().and_then(|m| m.exit_code.clone()),
         notify_targets: notify_targets.clone(),
+        started_targets: started_targets.cloned(),
     };
     let built = factory.map(|f| f.build(&spec, &mut with));
     // Parameters of an unknown handler cannot be judged: don't report them.

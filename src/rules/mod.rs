@@ -141,21 +141,28 @@ impl Ruleset {
 impl Config {
     /// Reads and loads a rules file.
     pub fn load_file(path: &Path, registry: &Registry) -> Result<Config, Diagnostics> {
-        let display = path.display().to_string();
-        let source = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostics::whole_file(&display, format!("cannot read rules file: {e}"))
-        })?;
+        let (display, source) = read(path)?;
         Config::load_str(&display, &source, registry)
+    }
+
+    /// Reads and loads a rules file for the running sidecar (a reload):
+    /// as [`Config::load_file`], and its rules may send only to the
+    /// notify targets in `started_targets`, the ones with a sender (built
+    /// at start). A rule naming another is an error at its `target`.
+    pub fn reload_file(
+        path: &Path,
+        registry: &Registry,
+        started_targets: &Arc<[String]>,
+    ) -> Result<Config, Diagnostics> {
+        let (display, source) = read(path)?;
+        Config::load(&display, &source, registry, Some(started_targets))
     }
 
     /// `dockwarden check`: [`Config::load_file`], and also whether the
     /// certificate files `[engine]` names can be used, every problem in one
     /// list in file order.
     pub fn check_file(path: &Path, registry: &Registry) -> Result<Config, Diagnostics> {
-        let display = path.display().to_string();
-        let source = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostics::whole_file(&display, format!("cannot read rules file: {e}"))
-        })?;
+        let (display, source) = read(path)?;
         let files = sections::engine_file_problems(&display, &source);
         match Config::load_str(&display, &source, registry) {
             Ok(config) if files.items.is_empty() => Ok(config),
@@ -170,6 +177,17 @@ impl Config {
 
     /// Loads rules from text; `file` names it in diagnostics.
     pub fn load_str(file: &str, source: &str, registry: &Registry) -> Result<Config, Diagnostics> {
+        Config::load(file, source, registry, None)
+    }
+
+    /// [`Config::load_str`]; on a reload, with the notify targets that
+    /// have a sender.
+    fn load(
+        file: &str,
+        source: &str,
+        registry: &Registry,
+        started_targets: Option<&Arc<[String]>>,
+    ) -> Result<Config, Diagnostics> {
         let (root, syntax) = DeTable::parse_recoverable(source);
         let diags = RefCell::new(Collector::default());
         for err in &syntax {
@@ -179,7 +197,14 @@ impl Config {
                 .error(span, format!("TOML syntax: {}", err.message().trim()));
         }
         let config = if syntax.is_empty() {
-            compile::compile(source, root.get_ref(), root.span(), &diags, registry)
+            compile::compile(
+                source,
+                root.get_ref(),
+                root.span(),
+                &diags,
+                registry,
+                started_targets,
+            )
         } else {
             None
         };
@@ -188,6 +213,18 @@ impl Config {
             Some(config) if diags.is_empty() => Ok(config),
             _ => Err(diags.finish(file, source)),
         }
+    }
+}
+
+/// The rules file at `path`, with the name diagnostics give it.
+fn read(path: &Path) -> Result<(String, String), Diagnostics> {
+    let display = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(source) => Ok((display, source)),
+        Err(e) => Err(Diagnostics::whole_file(
+            &display,
+            format!("cannot read rules file: {e}"),
+        )),
     }
 }
 
@@ -469,5 +506,31 @@ severity = ["high", "critical"]
             lines[1].starts_with("t.toml:10:18: unknown notify target \"opz\" (defined: ops"),
             "{d}"
         );
+    }
+
+    #[test]
+    fn a_reload_may_change_a_started_target_but_not_send_to_a_new_one() {
+        let started: Arc<[String]> = vec!["ops".to_owned()].into();
+        let reload = |src: &str| Config::load("t.toml", src, &Registry::builtin(), Some(&started));
+        let target = |name: &str, url: &str| {
+            format!("[notify.targets.{name}]\nkind = \"webhook\"\nurl = \"{url}\"\n")
+        };
+        let rule = "[[rule]]\nname = \"r\"\non = [\"dockwarden.*\"]\nhandler = \"notify\"\n[rule.with]\ntarget = [\"ops\", \"pager\"]\n";
+        // A new URL for ops, and pager declared but not named: validated only.
+        let changed = format!(
+            "{}{}",
+            target("ops", "http://y/"),
+            target("pager", "http://z/")
+        );
+        assert!(reload(&changed).is_ok());
+        let d = reload(&format!("{changed}{rule}"))
+            .err()
+            .expect("pager has no sender");
+        assert_eq!(
+            d.to_string(),
+            "t.toml:12:18: notify target \"pager\" was added after start (running: ops); [notify] takes effect at start, so restart dockwarden to send to it"
+        );
+        // Without a running sidecar (a start, `dockwarden check`) it is fine.
+        assert!(load(&format!("{changed}{rule}")).is_ok());
     }
 }

@@ -4,8 +4,9 @@
 //! pipeline wait.
 //!
 //! `[rule.with]`: `target` = one target name or a list, each defined under
-//! `[notify.targets.NAME]`. A container labelled `dockwarden.notify=false`
-//! (also `no`, `0`, any case) is muted.
+//! `[notify.targets.NAME]` and, on a reload, one the sidecar started with
+//! (senders are built at start). A container labelled
+//! `dockwarden.notify=false` (also `no`, `0`, any case) is muted.
 //!
 //! It owns the choice of who is told about what; it must not format bodies
 //! for a service or send anything itself.
@@ -48,20 +49,26 @@ impl Factory for NotifyFactory {
             )),
             Some(names) => {
                 for (name, span) in names {
-                    if rule.notify_targets.iter().any(|t| t == name) {
-                        targets.push(name.to_owned());
-                    } else {
-                        let known = if rule.notify_targets.is_empty() {
-                            "none is defined".to_owned()
-                        } else {
-                            format!("defined: {}", rule.notify_targets.join(", "))
-                        };
+                    if !rule.notify_targets.iter().any(|t| t == name) {
                         with.error(
                             span,
                             format!(
-                                "unknown notify target \"{name}\" ({known} under [notify.targets])"
+                                "unknown notify target \"{name}\" ({} under [notify.targets])",
+                                listed("defined", "none is defined", &rule.notify_targets)
                             ),
                         );
+                    } else if let Some(started) = &rule.started_targets
+                        && !started.iter().any(|t| t == name)
+                    {
+                        with.error(
+                            span,
+                            format!(
+                                "notify target \"{name}\" was added after start ({}); [notify] takes effect at start, so restart dockwarden to send to it",
+                                listed("running", "none is running", started)
+                            ),
+                        );
+                    } else {
+                        targets.push(name.to_owned());
                     }
                 }
             }
@@ -70,6 +77,15 @@ impl Factory for NotifyFactory {
             rule: rule.name.clone(),
             targets,
         })
+    }
+}
+
+/// `what: a, b`, or `none` when `names` is empty.
+fn listed(what: &str, none: &str, names: &[String]) -> String {
+    if names.is_empty() {
+        none.to_owned()
+    } else {
+        format!("{what}: {}", names.join(", "))
     }
 }
 
