@@ -797,12 +797,9 @@ impl std::io::Write for LogBuf {
     }
 }
 
-#[test]
-fn logs_name_the_target_and_host_never_the_url_or_token() {
-    let dir = TempDir::new("notify-logs");
-    let failing = Receiver::start();
-    failing.script([Reply::status(500), Reply::status(400).body("bad")]);
-    let dead = Receiver::start_down();
+/// Runs `body` on a one-thread runtime, so the senders log through this
+/// thread's subscriber, and returns what was logged (DEBUG and up).
+fn logged(body: impl std::future::Future<Output = ()>) -> String {
     let buf = LogBuf::default();
     let writer = buf.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -811,12 +808,21 @@ fn logs_name_the_target_and_host_never_the_url_or_token() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    // One thread, so the senders log through this thread's subscriber.
-    let rt = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
-    rt.block_on(async {
+        .expect("runtime")
+        .block_on(body);
+    String::from_utf8_lossy(&buf.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+#[test]
+fn logs_name_the_target_and_host_never_the_url_or_token() {
+    let dir = TempDir::new("notify-logs");
+    let failing = Receiver::start();
+    failing.script([Reply::status(500), Reply::status(400).body("bad")]);
+    let dead = Receiver::start_down();
+    let logs = logged(async {
         let mut n = target("phone", Kind::Ntfy, &failing.url("/SECRET-topic"));
         n.token = Some(Secret::new("SECRET-token"));
         let cfg = config(vec![
@@ -835,8 +841,6 @@ fn logs_name_the_target_and_host_never_the_url_or_token() {
         );
         notifier.close(Duration::from_millis(200)).await;
     });
-    let logs =
-        String::from_utf8_lossy(&buf.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
     assert!(!logs.contains("SECRET"), "{logs}");
     assert!(
         logs.contains("target_name=\"phone\"") || logs.contains("target_name=phone"),
@@ -853,5 +857,48 @@ fn logs_name_the_target_and_host_never_the_url_or_token() {
     assert!(
         logs.contains("pausing it"),
         "the breaker opening is logged: {logs}"
+    );
+}
+
+/// Receivers echo what they were sent in their error pages: Express
+/// answers an unknown route with "Cannot POST /hooks/<key>". The excerpt
+/// of the body that is logged has the URL's path and query, and the
+/// token, replaced, also where one starts inside the bytes kept and ends
+/// beyond them.
+#[test]
+fn an_answer_echoing_the_secret_path_query_or_token_is_logged_redacted() {
+    let dir = TempDir::new("notify-echo");
+    let r = Receiver::start();
+    let (path, query, token) = ("/hooks/SECRET-path", "key=SECRET-query", "SECRET-token");
+    let express = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Error</title>\n</head>\n<body>\n<pre>Cannot POST {path}?{query}</pre>\n</body>\n</html>\n"
+    );
+    let straddling = format!("{}{token} is not a valid token", "x".repeat(195));
+    r.script([
+        Reply::status(404).body(&express),
+        Reply::status(401).body(&straddling),
+    ]);
+    let logs = logged(async {
+        let mut t = target("phone", Kind::Ntfy, &r.url(&format!("{path}?{query}")));
+        t.token = Some(Secret::new(token));
+        let (notifier, metrics) = start(&config(vec![t]), &dir);
+        notifier.handle().send("phone", msg(1));
+        notifier.handle().send("phone", msg(2));
+        assert!(
+            eventually(Duration::from_secs(3), || counted(
+                &metrics, "phone", "failed"
+            ) == 2.0)
+            .await
+        );
+        notifier.close(Duration::from_millis(200)).await;
+    });
+    assert!(!logs.contains("SECR"), "{logs}");
+    assert!(
+        logs.contains("HTTP 404") && logs.contains("Cannot POST [redacted]?[redacted]</pre>"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("HTTP 401") && logs.contains("xxxxx[reda"),
+        "{logs}"
     );
 }

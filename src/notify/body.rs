@@ -19,7 +19,7 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
-use super::config::{Kind, TargetConfig};
+use super::config::{Kind, Secret, TargetConfig};
 use super::{Message, Severity};
 use crate::json::{EncodeError, encode};
 
@@ -29,6 +29,9 @@ pub struct Request {
     pub url: Url,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Vec<u8>,
+    /// The target's token and header values: an answer that echoes one
+    /// has it redacted before it is logged ([`super::client`]).
+    pub secrets: Vec<Secret>,
 }
 
 /// Discord rejects a `content` longer than this.
@@ -130,7 +133,12 @@ pub fn render(target: &TargetConfig, msg: &Message, host: &str) -> Result<Reques
             )?
         }
     };
-    Ok(Request { url, headers, body })
+    Ok(Request {
+        url,
+        headers,
+        body,
+        secrets: target.secrets().cloned().collect(),
+    })
 }
 
 /// The `webhook` body: every field of the message, plus the host.

@@ -8,7 +8,10 @@
 //!
 //! It owns the classification of a failure (retry or give up, and how long
 //! the receiver asked to wait); it must not decide when to retry. Error
-//! texts never hold the URL: only the target's host is ever shown.
+//! texts never hold the URL: only the target's host is ever shown. A
+//! refusing answer's body is kept with the URL's path and query and the
+//! target's secrets redacted, since receivers echo them ("Cannot POST
+//! /hooks/<key>").
 
 use std::time::Duration;
 
@@ -20,6 +23,9 @@ use super::config::host_of;
 
 /// Bytes of a refusing answer's body kept for the log line.
 const BODY_PREFIX: usize = 200;
+
+/// What a secret in a kept body is replaced with.
+const REDACTED: &str = "[redacted]";
 
 /// Longest `Retry-After` honoured; a larger one is treated as this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -117,20 +123,67 @@ pub async fn attempt(
             None
         };
     // The first bytes only: a refusing receiver may send a page of HTML.
+    // Read further by the longest secret, so one that starts in the bytes
+    // kept is read whole, and so redacted whole.
+    let secrets = echoable(req);
+    let read = BODY_PREFIX + secrets.first().map_or(0, String::len);
     let mut body = Vec::new();
-    while body.len() < BODY_PREFIX {
+    while body.len() < read {
         match response.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) | Err(_) => break,
         }
     }
-    body.truncate(BODY_PREFIX);
+    body.truncate(read);
     Err(AttemptError::Status {
         host,
         status: status.as_u16(),
         retry_after,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body: redacted_prefix(&String::from_utf8_lossy(&body), &secrets, BODY_PREFIX),
     })
+}
+
+/// What an answer may echo of `req` that must not reach a log: the URL's
+/// path (unless just `/`) and query, as sent and percent-decoded, and the
+/// target's secrets. Longest first, so where one holds another (a path
+/// ending in the token) the longer is replaced whole.
+fn echoable(req: &Request) -> Vec<String> {
+    let path = Some(req.url.path()).filter(|p| *p != "/");
+    let query = req.url.query();
+    let mut found: Vec<String> = Vec::new();
+    for part in path.into_iter().chain(query) {
+        found.push(part.to_owned());
+        if let Ok(decoded) = percent_encoding::percent_decode_str(part).decode_utf8() {
+            found.push(decoded.into_owned());
+        }
+    }
+    found.extend(req.secrets.iter().map(|s| s.expose().to_owned()));
+    // An empty needle would match everywhere.
+    found.retain(|s| !s.is_empty());
+    found.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    found.dedup();
+    found
+}
+
+/// The first `keep` bytes of `text` (whole characters), with each of
+/// `secrets` (longest first) that starts in them replaced whole by
+/// [`REDACTED`]. Text past `keep` never shows, even when a replacement
+/// is shorter than what it replaced.
+fn redacted_prefix(text: &str, secrets: &[String], keep: usize) -> String {
+    let mut out = String::with_capacity(keep.min(text.len()));
+    let mut at = 0;
+    while at < keep {
+        let rest = &text[at..];
+        if let Some(secret) = secrets.iter().find(|s| rest.starts_with(s.as_str())) {
+            out.push_str(REDACTED);
+            at += secret.len();
+            continue;
+        }
+        let Some(c) = rest.chars().next() else { break };
+        out.push(c);
+        at += c.len_utf8();
+    }
+    out
 }
 
 /// `Retry-After` in its seconds form (`2`, or `1.5` as Discord sends);
@@ -178,6 +231,7 @@ fn reason(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notify::Secret;
 
     #[test]
     fn retry_after_seconds_and_what_is_retried() {
@@ -203,5 +257,33 @@ mod tests {
             }
             .retryable()
         );
+    }
+
+    #[test]
+    fn an_echoed_path_query_or_secret_is_redacted_whole() {
+        let request = |url: &str, secrets: &[&str]| Request {
+            url: reqwest::Url::parse(url).expect("test URL"),
+            headers: Vec::new(),
+            body: Vec::new(),
+            secrets: secrets.iter().map(|s| Secret::new(*s)).collect(),
+        };
+        let req = request("http://h/hooks/a%20b?k=v", &["tok", ""]);
+        let secrets = echoable(&req);
+        assert_eq!(secrets, ["/hooks/a%20b", "/hooks/a b", "k=v", "tok"]);
+        let redact = |text: &str, keep| redacted_prefix(text, &secrets, keep);
+        assert_eq!(
+            redact("Cannot POST /hooks/a%20b?k=v", 200),
+            "Cannot POST [redacted]?[redacted]"
+        );
+        assert_eq!(
+            redact("no route /hooks/a b; tok", 200),
+            "no route [redacted]; [redacted]"
+        );
+        // One that starts in the bytes kept goes whole; nothing past them shows.
+        assert_eq!(redact("abctok and more", 4), "abc[redacted]");
+        assert_eq!(redact("tok abc", 4), "[redacted] ");
+        assert_eq!(redact("héllo", 2), "hé");
+        // `/` alone is not a secret: it would eat every slash.
+        assert_eq!(echoable(&request("http://h/", &[])), Vec::<String>::new());
     }
 }

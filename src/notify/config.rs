@@ -168,6 +168,16 @@ pub struct TargetConfig {
     pub backoff_max: Duration,
 }
 
+impl TargetConfig {
+    /// Its secret values: the token and every header's value (`headers`
+    /// and `header_files` are one list, and the latter hold credentials).
+    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.token
+            .iter()
+            .chain(self.headers.iter().map(|(_, value)| value))
+    }
+}
+
 /// Defaults, also for README.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 5;
 pub const DEFAULT_MAX_PER_MINUTE: u64 = 20;
