@@ -1,7 +1,8 @@
 //! The exec and network audit log against the real engine: enrichment,
 //! severities, health probes, forged exec IDs, the hash chain (verify,
 //! tampering, rotation, restart), the file mode, network records, and no
-//! second record for an exec replayed after a kill -9.
+//! second record for an exec replayed after a kill -9; and, on files
+//! written here without the engine, what verify says of a deleted rotation.
 
 mod common;
 
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
+
+use dockwarden::audit::{ChainTail, Record, chain_line, rotated};
 
 use common::{
     Cleanup, Dockwarden, TempDir, docker, docker_ok, now_unix, require_docker, require_test_image,
@@ -602,4 +605,63 @@ fn a_replay_after_kill_9_does_not_audit_an_exec_twice() {
     );
     let (code, out) = verify(&[&log]);
     assert_eq!(code, 0, "{out}");
+}
+
+/// Writes one chain across `files` (oldest first), `per_file` records in
+/// each, as the writer chains them.
+fn write_chain(files: &[PathBuf], per_file: u64) {
+    let mut tail = ChainTail::default();
+    for file in files {
+        let mut text = Vec::new();
+        for _ in 0..per_file {
+            let mut record = Record::new();
+            record.insert("kind".into(), "test".into());
+            record.insert("n".into(), (tail.seq + 1).into());
+            let (line, hash) = chain_line(&record, &tail).expect("a map encodes");
+            text.extend(line);
+            tail = ChainTail {
+                seq: tail.seq + 1,
+                hash,
+            };
+        }
+        std::fs::write(file, text).expect("write a log file");
+    }
+}
+
+/// A deleted rotation is named, not skipped: every `.N` is read, and a gap
+/// in the numbering fails verification (deleting `.1` used to hide `.2` and
+/// older, and verify said "chain intact").
+#[test]
+fn verify_names_a_deleted_rotation() {
+    let dir = TempDir::new("audit-gap");
+    let log = dir.path().join("audit.jsonl");
+    let files: Vec<PathBuf> = (1..=3)
+        .rev()
+        .map(|n| rotated(&log, n))
+        .chain([log.clone()])
+        .collect();
+    write_chain(&files, 3);
+    let (code, out) = verify(&[dir.path()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("12 records in 4 file(s), chain intact"),
+        "{out}"
+    );
+
+    std::fs::remove_file(rotated(&log, 1)).expect("delete .1");
+    let (code, out) = verify(&[dir.path()]);
+    assert_eq!(code, 1, "{out}");
+    let missing = format!("{}: missing", rotated(&log, 1).display());
+    assert!(out.contains(&missing), "names the deleted file: {out}");
+    assert!(!out.contains("chain intact"), "{out}");
+
+    // The live file is number 0 of the same sequence.
+    write_chain(&files, 3);
+    std::fs::remove_file(&log).expect("delete the live file");
+    let (code, out) = verify(&[dir.path()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("{}: missing", log.display())),
+        "{out}"
+    );
 }

@@ -5,9 +5,10 @@
 //! It owns reading a log back as evidence; it must not write, and it shares
 //! the line format with the writer only through `chain`.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -26,6 +27,14 @@ pub enum VerifyError {
         line: usize,
         problem: String,
     },
+    #[error(
+        "{}: missing, yet {oldest} exists (rotation numbers a log's files without gaps): deleted or renamed, its records are not in the chain",
+        .missing.join(", ")
+    )]
+    Missing {
+        missing: Vec<String>,
+        oldest: String,
+    },
     #[error("no audit records found")]
     Empty,
 }
@@ -37,31 +46,72 @@ pub fn verify_inputs(args: &[PathBuf]) -> Result<Vec<PathBuf>, VerifyError> {
     let mut files = Vec::new();
     for arg in args {
         if arg.is_dir() {
-            let entries = fs::read_dir(arg).map_err(|e| VerifyError::Read {
-                file: arg.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let mut bases: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-                .collect();
-            bases.sort();
-            for base in bases {
-                let mut n = 1;
-                let mut rotations = Vec::new();
-                while rotated(&base, n).exists() {
-                    rotations.push(rotated(&base, n));
-                    n += 1;
-                }
-                files.extend(rotations.into_iter().rev());
-                files.push(base);
-            }
+            files.extend(logs_in(arg)?);
         } else {
             files.push(arg.clone());
         }
     }
     Ok(files)
+}
+
+/// The logs of `dir`, oldest first, each with every rotation present.
+///
+/// Every `.N` is looked for, not just `.1` upwards until one is missing: a
+/// deleted `.1` would otherwise hide `.2`, `.3`… and the chain would verify
+/// without them. Rotation keeps the numbers contiguous (`writer::rotate`),
+/// so a number missing below the highest present, or a live file missing
+/// beside its rotations, is a file deleted or renamed: an error naming it.
+fn logs_in(dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
+    let unreadable = |e: std::io::Error| VerifyError::Read {
+        file: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    // Each log's files present, by number: 0 is the live file.
+    let mut logs: BTreeMap<PathBuf, Vec<u32>> = BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(unreadable)? {
+        if let Some((log, n)) = log_file(&entry.map_err(unreadable)?.path()) {
+            logs.entry(log).or_default().push(n);
+        }
+    }
+    let mut files = Vec::new();
+    for (log, mut numbers) in logs {
+        numbers.sort_unstable();
+        let highest = numbers.last().copied().unwrap_or(0);
+        let missing: Vec<String> = (0..highest)
+            .filter(|n| numbers.binary_search(n).is_err())
+            .map(|n| numbered(&log, n).display().to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(VerifyError::Missing {
+                missing,
+                oldest: numbered(&log, highest).display().to_string(),
+            });
+        }
+        files.extend(numbers.iter().rev().map(|&n| numbered(&log, n)));
+    }
+    Ok(files)
+}
+
+/// `(LOG, N)` for a rotation `LOG.N` of a log `*.jsonl`, `(LOG, 0)` for the
+/// log itself; None for any other file.
+fn log_file(path: &Path) -> Option<(PathBuf, u32)> {
+    let ext = path.extension()?;
+    if ext == "jsonl" {
+        return Some((path.to_path_buf(), 0));
+    }
+    let n: u32 = ext.to_str()?.parse().ok()?;
+    let log = path.with_extension("");
+    // `.01` or `.+1` is not a name rotation gives.
+    (n > 0 && log.extension()? == "jsonl" && rotated(&log, n) == path).then_some((log, n))
+}
+
+/// File number `n` of `log`: the live file for 0, else rotation `.n`.
+fn numbered(log: &Path, n: u32) -> PathBuf {
+    if n == 0 {
+        log.to_path_buf()
+    } else {
+        rotated(log, n)
+    }
 }
 
 /// Checks the chain across `files` (oldest first). Returns the number of
@@ -140,4 +190,27 @@ pub fn verify(files: &[PathBuf]) -> Result<(u64, u64), VerifyError> {
         return Err(VerifyError::Empty);
     }
     Ok((count, first_seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logs_files_are_the_names_rotation_gives() {
+        let log = PathBuf::from("d/a.jsonl");
+        assert_eq!(log_file(&log), Some((log.clone(), 0)));
+        assert_eq!(log_file(Path::new("d/a.jsonl.12")), Some((log, 12)));
+        for other in [
+            "d/a.jsonl.0",
+            "d/a.jsonl.01",
+            "d/a.jsonl.+1",
+            "d/a.jsonl.x",
+            "d/a.jsonl.1.gz",
+            "d/a.log.1",
+            "d/a.log",
+        ] {
+            assert_eq!(log_file(Path::new(other)), None, "{other}");
+        }
+    }
 }
