@@ -5,7 +5,7 @@
 //! It owns reading a log back as evidence; it must not write, and it shares
 //! the line format with the writer only through `chain`.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::Record;
 use super::chain::{ChainTail, GENESIS, record_hash};
-use super::writer::rotated;
+use super::writer::{rotated, rotations};
 
 /// Why a chain does not verify.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,16 +66,26 @@ fn logs_in(dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
         file: dir.display().to_string(),
         reason: e.to_string(),
     };
-    // Each log's files present, by number: 0 is the live file.
-    let mut logs: BTreeMap<PathBuf, Vec<u32>> = BTreeMap::new();
+    // The `*.jsonl` logs, and those only their rotations still name.
+    let mut logs = BTreeSet::new();
     for entry in fs::read_dir(dir).map_err(unreadable)? {
-        if let Some((log, n)) = log_file(&entry.map_err(unreadable)?.path()) {
-            logs.entry(log).or_default().push(n);
+        let path = entry.map_err(unreadable)?.path();
+        let log = if path.extension().is_some_and(|x| x == "jsonl") {
+            path
+        } else {
+            path.with_extension("")
+        };
+        if log.extension().is_some_and(|x| x == "jsonl") {
+            logs.insert(log);
         }
     }
     let mut files = Vec::new();
-    for (log, mut numbers) in logs {
-        numbers.sort_unstable();
+    for log in logs {
+        // Each file's number: 0 is the live file.
+        let mut numbers = rotations(&log).map_err(unreadable)?;
+        if log.exists() {
+            numbers.insert(0, 0);
+        }
         let highest = numbers.last().copied().unwrap_or(0);
         let missing: Vec<String> = (0..highest)
             .filter(|n| numbers.binary_search(n).is_err())
@@ -90,19 +100,6 @@ fn logs_in(dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
         files.extend(numbers.iter().rev().map(|&n| numbered(&log, n)));
     }
     Ok(files)
-}
-
-/// `(LOG, N)` for a rotation `LOG.N` of a log `*.jsonl`, `(LOG, 0)` for the
-/// log itself; None for any other file.
-fn log_file(path: &Path) -> Option<(PathBuf, u32)> {
-    let ext = path.extension()?;
-    if ext == "jsonl" {
-        return Some((path.to_path_buf(), 0));
-    }
-    let n: u32 = ext.to_str()?.parse().ok()?;
-    let log = path.with_extension("");
-    // `.01` or `.+1` is not a name rotation gives.
-    (n > 0 && log.extension()? == "jsonl" && rotated(&log, n) == path).then_some((log, n))
 }
 
 /// File number `n` of `log`: the live file for 0, else rotation `.n`.
@@ -190,27 +187,4 @@ pub fn verify(files: &[PathBuf]) -> Result<(u64, u64), VerifyError> {
         return Err(VerifyError::Empty);
     }
     Ok((count, first_seq))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_logs_files_are_the_names_rotation_gives() {
-        let log = PathBuf::from("d/a.jsonl");
-        assert_eq!(log_file(&log), Some((log.clone(), 0)));
-        assert_eq!(log_file(Path::new("d/a.jsonl.12")), Some((log, 12)));
-        for other in [
-            "d/a.jsonl.0",
-            "d/a.jsonl.01",
-            "d/a.jsonl.+1",
-            "d/a.jsonl.x",
-            "d/a.jsonl.1.gz",
-            "d/a.log.1",
-            "d/a.log",
-        ] {
-            assert_eq!(log_file(Path::new(other)), None, "{other}");
-        }
-    }
 }

@@ -2,12 +2,13 @@
 //! writes it, rotates the file, and continues the chain after a restart.
 //!
 //! Files rotate at `max_bytes` (`audit.jsonl` → `audit.jsonl.1` → ... →
-//! `.keep`); the chain runs on across files, and after a restart it
-//! continues from the last record on disk. When the file cannot be written
-//! (disk full, permissions) records wait in a bounded buffer and the write
-//! is retried every second; what does not fit is dropped and counted. A
-//! record that cannot be encoded is logged, counted and not written; the
-//! next one is. Each such fault is logged and counted in one call.
+//! `.keep`, and nothing past `.keep` is left); the chain runs on across
+//! files, and after a restart it continues from the last record on disk.
+//! When the file cannot be written (disk full, permissions) records wait in
+//! a bounded buffer and the write is retried every second; what does not
+//! fit is dropped and counted. A record that cannot be encoded is logged,
+//! counted and not written; the next one is. Each such fault is logged and
+//! counted in one call.
 //!
 //! It owns the file and the chain's tail; it must not decide what a record
 //! holds, and nothing outside it waits for it.
@@ -323,19 +324,31 @@ impl Writer {
         self.last_sync = Instant::now();
     }
 
-    /// `audit.jsonl` → `.1`, `.1` → `.2`, ..., dropping what is past `keep`.
+    /// `audit.jsonl` → `.1`, `.1` → `.2`, ...: afterwards the rotations
+    /// are at most `.1` … `.keep`, numbered without gaps.
     fn rotate(&mut self) -> io::Result<()> {
         if let Some(f) = self.file.take() {
             f.sync_data()?;
         }
         let path = &self.config.path;
         let keep = self.config.keep;
-        let _ = fs::remove_file(rotated(path, keep));
-        for n in (1..keep).rev() {
-            let from = rotated(path, n);
-            if from.exists() {
-                fs::rename(&from, rotated(path, n + 1))?;
-            }
+        let present = rotations(path)?;
+        // Only the files below the first free number move up: a gap a
+        // crash left between two renames closes here instead of staying
+        // until it ages out (verify takes a gap for a deleted file).
+        let free = (1..=keep).find(|n| present.binary_search(n).is_err());
+        // Past `keep`: the oldest file when none is free, and every file a
+        // larger `keep` left before a restart, which would otherwise sit
+        // behind a gap in the chain (verify: records removed) for good.
+        let removed: Vec<String> = present
+            .iter()
+            .filter(|&&n| n > keep || (free.is_none() && n == keep))
+            .map(|&n| rotated(path, n))
+            .filter(|old| remove_rotation(old))
+            .map(|old| old.display().to_string())
+            .collect();
+        for n in (1..free.unwrap_or(keep)).rev() {
+            fs::rename(rotated(path, n), rotated(path, n + 1))?;
         }
         if keep > 0 {
             fs::rename(path, rotated(path, 1))?;
@@ -344,7 +357,11 @@ impl Writer {
         }
         self.size = 0;
         self.dirty = false;
-        info!(path = %path.display(), seq = self.tail.seq, "Audit log rotated.");
+        if removed.is_empty() {
+            info!(path = %path.display(), seq = self.tail.seq, "Audit log rotated.");
+        } else {
+            info!(path = %path.display(), seq = self.tail.seq, keep, removed = %removed.join(", "), "Audit log rotated; the oldest files removed.");
+        }
         self.ensure_open()
     }
 
@@ -399,6 +416,45 @@ pub fn rotated(path: &Path, n: u32) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(format!(".{n}"));
     PathBuf::from(s)
+}
+
+/// The numbers `N` of the rotations `path.N` present, ascending.
+pub fn rotations(path: &Path) -> io::Result<Vec<u32>> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut numbers = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let n = Path::new(&name)
+            .extension()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0);
+        // Exactly the name rotation gives (not `.01`, nor another log's).
+        if let Some(n) = n
+            && rotated(path, n).file_name() == Some(name.as_os_str())
+        {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Removes an old rotation; true if it was removed. A file that cannot be
+/// removed is logged and left: rotation goes on (the records wait for
+/// nothing), and verify fails at that file's link to the next.
+fn remove_rotation(old: &Path) -> bool {
+    match fs::remove_file(old) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => {
+            error!(path = %old.display(), error = %e, "Cannot remove an audit file past `keep`.");
+            false
+        }
+    }
 }
 
 /// The last record of the log: in the file, or in `.1` if the file is new.
@@ -457,4 +513,33 @@ fn last_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
     }
     let trimmed = tail.trim_ascii();
     Ok((!trimmed.is_empty()).then(|| trimmed.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotations_are_the_names_rotation_gives() {
+        let dir = std::env::temp_dir().join(format!("dw-rotations-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("mkdir");
+        let log = dir.join("a.jsonl");
+        for name in [
+            "a.jsonl",
+            "a.jsonl.12",
+            "a.jsonl.2",
+            "a.jsonl.0",
+            "a.jsonl.01",
+            "a.jsonl.+3",
+            "a.jsonl.x",
+            "a.jsonl.4.gz",
+            "b.jsonl.5",
+            "a.log.6",
+        ] {
+            fs::write(dir.join(name), "").expect("write");
+        }
+        assert_eq!(rotations(&log).expect("listed"), vec![2, 12]);
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
