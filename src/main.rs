@@ -301,6 +301,7 @@ fn replay(inputs: Vec<PathBuf>, rules_path: PathBuf, json: bool) -> ExitCode {
 fn verify(args: &[PathBuf]) -> ExitCode {
     use dockwarden::audit;
     let result = audit::verify_inputs(args)
+        .map_err(|e| vec![e])
         .and_then(|files| audit::verify(&files).map(|r| (files.len(), r)));
     match result {
         Ok((files, (records, first_seq))) => {
@@ -312,8 +313,8 @@ fn verify(args: &[PathBuf]) -> ExitCode {
             out!("{records} records in {files} file(s), chain intact{note}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            err!("{e}");
+        Err(problems) => {
+            problems.iter().for_each(|e| err!("{e}"));
             ExitCode::from(1)
         }
     }

@@ -607,24 +607,30 @@ fn a_replay_after_kill_9_does_not_audit_an_exec_twice() {
     assert_eq!(code, 0, "{out}");
 }
 
-/// Writes one chain across `files` (oldest first), `per_file` records in
-/// each, as the writer chains them.
-fn write_chain(files: &[PathBuf], per_file: u64) {
-    let mut tail = ChainTail::default();
-    for file in files {
-        let mut text = Vec::new();
-        for _ in 0..per_file {
+/// The next `n` lines of the chain at `tail`, as the writer chains them.
+fn chain_lines(tail: &mut ChainTail, n: u64) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|_| {
             let mut record = Record::new();
             record.insert("kind".into(), "test".into());
             record.insert("n".into(), (tail.seq + 1).into());
-            let (line, hash) = chain_line(&record, &tail).expect("a map encodes");
-            text.extend(line);
-            tail = ChainTail {
+            let (line, hash) = chain_line(&record, tail).expect("a map encodes");
+            *tail = ChainTail {
                 seq: tail.seq + 1,
                 hash,
             };
-        }
-        std::fs::write(file, text).expect("write a log file");
+            line
+        })
+        .collect()
+}
+
+/// Writes one chain across `files` (oldest first), `per_file` records in
+/// each.
+fn write_chain(files: &[PathBuf], per_file: u64) {
+    let mut tail = ChainTail::default();
+    for file in files {
+        let lines = chain_lines(&mut tail, per_file);
+        std::fs::write(file, lines.concat()).expect("write a log file");
     }
 }
 
@@ -664,4 +670,38 @@ fn verify_names_a_deleted_rotation() {
         out.contains(&format!("{}: missing", log.display())),
         "{out}"
     );
+}
+
+/// A line a crash cut short, which the writer keeps on a line of its own
+/// and continues the chain before, is reported as a torn record at
+/// FILE:LINE (a failure, but not called altered), and the chain is checked
+/// on past it: the records after it link to the one before it.
+#[test]
+fn verify_reports_a_torn_record_and_checks_on_past_it() {
+    let dir = TempDir::new("audit-torn");
+    let log = dir.path().join("audit.jsonl");
+    let mut tail = ChainTail::default();
+    let mut lines = chain_lines(&mut tail, 3);
+    lines.push(b"{\"hash\":\"ab12\n".to_vec());
+    lines.extend(chain_lines(&mut tail, 3));
+    std::fs::write(&log, lines.concat()).expect("write");
+    let (code, out) = verify(&[&log]);
+    assert_eq!(code, 1, "{out}");
+    let torn = format!("{}:4: torn record", log.display());
+    assert!(out.contains(&torn), "{out}");
+    assert!(
+        !out.contains("not a JSON record") && !out.contains("intact"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 1, "nothing else is wrong: {out}");
+
+    // Past the torn line, an altered record is found too.
+    let altered = String::from_utf8(lines[6].clone()).expect("UTF-8");
+    lines[6] = altered.replace("\"n\":6", "\"n\":7").into_bytes();
+    std::fs::write(&log, lines.concat()).expect("write");
+    let (code, out) = verify(&[&log]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&torn), "{out}");
+    let seq6 = format!("{}:7: record seq 6 was altered", log.display());
+    assert!(out.contains(&seq6), "{out}");
 }

@@ -299,9 +299,9 @@ mod tests {
         assert!(lines.len() >= 3);
         lines.swap(1, 2);
         fs::write(&path, lines.join("\n") + "\n").expect("write");
-        match verify(&files) {
-            Err(VerifyError::Broken { file, line, .. }) => {
-                assert_eq!((file, line), (path.display().to_string(), 2));
+        match verify(&files).as_ref().map_err(Vec::as_slice) {
+            Err([VerifyError::Broken { file, line, .. }]) => {
+                assert_eq!((file, *line), (&path.display().to_string(), 2));
             }
             other => panic!("swap not detected: {other:?}"),
         }
@@ -357,6 +357,68 @@ mod tests {
         assert!(rotated(&path, 1).exists(), "rotated after the restart");
         let files = verify_inputs(std::slice::from_ref(&dir)).expect("no gap");
         assert_eq!(verify(&files), Ok((17, 1)));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// The log's lines, as bytes (a torn line need not be UTF-8).
+    fn lines(path: &std::path::Path) -> Vec<Vec<u8>> {
+        let bytes = fs::read(path).expect("read");
+        bytes.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect()
+    }
+
+    fn field(line: &[u8], key: &str) -> Value {
+        let v: Value = serde_json::from_slice(line).expect("a record");
+        v[key].clone()
+    }
+
+    /// A crash cut the last line short (kill -9, or a power loss with
+    /// `fsync = "interval"`, which may leave zeros). After a restart the
+    /// fragment is kept on its own line and the chain continues from the
+    /// last complete record: the next record was glued onto the fragment,
+    /// chained from the genesis hash, and lost to verify for good.
+    #[test]
+    fn a_torn_last_line_is_kept_and_the_chain_continues_from_the_record_before_it() {
+        // Cut mid-record; then zeros where the rest never landed; zeros only.
+        let fragments: [&[u8]; 3] = [b"{\"hash\":\"ab12", b"{\"hash\":\"\0\0\0\0", b"\0\0\0"];
+        for fragment in fragments {
+            let (dir, path) = temp_log("torn");
+            let config = synced(&path, 1 << 20, 10);
+            write(config.clone(), 3, 0);
+            let mut bytes = fs::read(&path).expect("read");
+            bytes.extend_from_slice(fragment);
+            fs::write(&path, &bytes).expect("tear");
+            write(config.clone(), 2, 3);
+
+            let lines = lines(&path);
+            assert_eq!(
+                lines.len(),
+                7,
+                "3 records, the fragment, 2 records, and the end"
+            );
+            assert_eq!(lines[3], fragment, "the fragment is kept, on its own line");
+            assert_eq!(field(&lines[4], "seq"), 4);
+            assert_eq!(field(&lines[4], "prev_hash"), field(&lines[2], "hash"));
+            assert_eq!(field(&lines[5], "seq"), 5);
+            let torn = VerifyError::Torn {
+                file: path.display().to_string(),
+                line: 4,
+            };
+            assert_eq!(verify(std::slice::from_ref(&path)), Err(vec![torn]));
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+
+    /// A crash between a record and its newline: the record is complete,
+    /// and the next one goes on a line of its own.
+    #[test]
+    fn a_complete_last_record_without_its_newline_is_not_glued_to() {
+        let (dir, path) = temp_log("unterminated");
+        let config = synced(&path, 1 << 20, 10);
+        write(config.clone(), 3, 0);
+        let bytes = fs::read(&path).expect("read");
+        fs::write(&path, &bytes[..bytes.len() - 1]).expect("cut the newline");
+        write(config.clone(), 2, 3);
+        assert_eq!(verify(std::slice::from_ref(&path)), Ok((5, 1)));
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -1,6 +1,7 @@
 //! `dockwarden audit verify`: checks the chain of an audit log and its
 //! rotations, oldest file first, and names the first file and line that was
-//! altered, removed, inserted or reordered.
+//! altered, removed, inserted or reordered. A record a crash cut short is
+//! named too, as torn, and the check goes on past it.
 //!
 //! It owns reading a log back as evidence; it must not write, and it shares
 //! the line format with the writer only through `chain`.
@@ -35,6 +36,10 @@ pub enum VerifyError {
         missing: Vec<String>,
         oldest: String,
     },
+    #[error(
+        "{file}:{line}: torn record: the line stops mid-record, as a write cut short by a crash leaves it; that record was lost (not altered), and the chain is checked on from the record before it"
+    )]
+    Torn { file: String, line: usize },
     #[error("no audit records found")]
     Empty,
 }
@@ -112,22 +117,29 @@ fn numbered(log: &Path, n: u32) -> PathBuf {
 }
 
 /// Checks the chain across `files` (oldest first). Returns the number of
-/// records and the first `seq` (above 1 when older files were rotated away).
-pub fn verify(files: &[PathBuf]) -> Result<(u64, u64), VerifyError> {
+/// records and the first `seq` (above 1 when older files were rotated away),
+/// or what is wrong, in file order: each torn record (checking goes on past
+/// it), then what stopped the check, if anything.
+pub fn verify(files: &[PathBuf]) -> Result<(u64, u64), Vec<VerifyError>> {
     let mut prev: Option<ChainTail> = None;
     let mut first_seq = 0;
     let mut count = 0u64;
+    let mut problems = Vec::new();
     for file in files {
         let name = file.display().to_string();
-        let f = File::open(file).map_err(|e| VerifyError::Read {
+        let unreadable = |e: std::io::Error| VerifyError::Read {
             file: name.clone(),
             reason: e.to_string(),
-        })?;
+        };
+        let f = match File::open(file) {
+            Ok(f) => f,
+            Err(e) => return failed(problems, unreadable(e)),
+        };
         for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
-            let line = line.map_err(|e| VerifyError::Read {
-                file: name.clone(),
-                reason: e.to_string(),
-            })?;
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => return failed(problems, unreadable(e)),
+            };
             if line.trim_ascii().is_empty() {
                 continue;
             }
@@ -136,55 +148,98 @@ pub fn verify(files: &[PathBuf]) -> Result<(u64, u64), VerifyError> {
                 line: i + 1,
                 problem,
             };
-            let mut record: Record = serde_json::from_slice(&line)
-                .map_err(|e| broken(format!("not a JSON record ({e}): altered or truncated")))?;
-            let hash = match record.remove("hash") {
-                Some(Value::String(h)) => h,
-                _ => return Err(broken("record has no hash".into())),
+            let record: Record = match serde_json::from_slice(&line) {
+                Ok(record) => record,
+                // The writer continues the chain from the record before a
+                // torn line, so the next record is checked against that.
+                Err(_) if torn(&line) => {
+                    problems.push(VerifyError::Torn {
+                        file: name.clone(),
+                        line: i + 1,
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    let problem = format!("not a JSON record ({e}): altered");
+                    return failed(problems, broken(problem));
+                }
             };
-            let seq = record
-                .get("seq")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| broken("record has no seq".into()))?;
-            let prev_hash = record
-                .get("prev_hash")
-                .and_then(Value::as_str)
-                .ok_or_else(|| broken("record has no prev_hash".into()))?
-                .to_owned();
-            let computed = record_hash(&prev_hash, &record).map_err(|e| broken(e.to_string()))?;
-            if computed != hash {
-                return Err(broken(format!(
-                    "record seq {seq} was altered (hash mismatch)"
-                )));
-            }
-            match &prev {
-                None => {
-                    first_seq = seq;
-                    if seq == 1 && prev_hash != GENESIS {
-                        return Err(broken("first record does not start the chain".into()));
+            match check(record, prev.as_ref()) {
+                Ok(tail) => {
+                    if prev.is_none() {
+                        first_seq = tail.seq;
                     }
+                    prev = Some(tail);
+                    count += 1;
                 }
-                Some(p) => {
-                    if seq != p.seq + 1 {
-                        return Err(broken(format!(
-                            "seq {seq} follows seq {}: records removed, inserted or reordered",
-                            p.seq
-                        )));
-                    }
-                    if prev_hash != p.hash {
-                        return Err(broken(format!(
-                            "prev_hash does not match the record before (seq {}): records removed, inserted or reordered",
-                            p.seq
-                        )));
-                    }
-                }
+                Err(problem) => return failed(problems, broken(problem)),
             }
-            prev = Some(ChainTail { seq, hash });
-            count += 1;
         }
     }
-    if count == 0 {
-        return Err(VerifyError::Empty);
+    if count == 0 && problems.is_empty() {
+        problems.push(VerifyError::Empty);
     }
-    Ok((count, first_seq))
+    if problems.is_empty() {
+        Ok((count, first_seq))
+    } else {
+        Err(problems)
+    }
+}
+
+/// The problems found before `last`, and `last`, which stopped the check.
+fn failed<T>(mut problems: Vec<VerifyError>, last: VerifyError) -> Result<T, Vec<VerifyError>> {
+    problems.push(last);
+    Err(problems)
+}
+
+/// Checks one record against the one before it (None: it is the first);
+/// returns its place in the chain, or what is wrong with it.
+fn check(mut record: Record, prev: Option<&ChainTail>) -> Result<ChainTail, String> {
+    let hash = match record.remove("hash") {
+        Some(Value::String(h)) => h,
+        _ => return Err("record has no hash".into()),
+    };
+    let seq = record
+        .get("seq")
+        .and_then(Value::as_u64)
+        .ok_or("record has no seq")?;
+    let prev_hash = record
+        .get("prev_hash")
+        .and_then(Value::as_str)
+        .ok_or("record has no prev_hash")?;
+    let computed = record_hash(prev_hash, &record).map_err(|e| e.to_string())?;
+    if computed != hash {
+        return Err(format!("record seq {seq} was altered (hash mismatch)"));
+    }
+    match prev {
+        None if seq == 1 && prev_hash != GENESIS => {
+            return Err("first record does not start the chain".into());
+        }
+        None => {}
+        Some(p) if seq != p.seq + 1 => {
+            return Err(format!(
+                "seq {seq} follows seq {}: records removed, inserted or reordered",
+                p.seq
+            ));
+        }
+        Some(p) if prev_hash != p.hash => {
+            return Err(format!(
+                "prev_hash does not match the record before (seq {}): records removed, inserted or reordered",
+                p.seq
+            ));
+        }
+        Some(_) => {}
+    }
+    Ok(ChainTail { seq, hash })
+}
+
+/// Whether a line that is not a record is one a crash cut short: the start
+/// of a JSON value that stops before its end, perhaps followed by the
+/// zeros some file systems leave where data never landed. Anything else
+/// that does not parse was altered.
+fn torn(line: &[u8]) -> bool {
+    let end = line.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    end == 0
+        || serde_json::from_slice::<Value>(&line[..end])
+            .is_err_and(|e| e.classify() == serde_json::error::Category::Eof)
 }

@@ -15,15 +15,15 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::chain::{ChainTail, chain_line};
 use super::identity::{Recent, identity};
@@ -302,14 +302,23 @@ impl Writer {
                 .mode(0o750)
                 .create(dir)?;
         }
-        let file = OpenOptions::new()
+        // Read too: to see whether the file ends with a newline.
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .mode(0o600)
             .open(path)?;
         // An existing file keeps whatever mode it had; an audit log is 0600.
         file.set_permissions(fs::Permissions::from_mode(0o600))?;
         self.size = file.metadata()?.len();
+        // A line a crash cut short has no newline: a record appended to it
+        // would share its line and be lost to verify with it. Its bytes
+        // stay, as evidence of the crash; the newline ends them.
+        if self.size > 0 && last_byte(&file, self.size)? != b'\n' {
+            file.write_all(b"\n")?;
+            self.size += 1;
+        }
         self.file = Some(file);
         Ok(())
     }
@@ -457,30 +466,12 @@ fn remove_rotation(old: &Path) -> bool {
     }
 }
 
-/// The last record of the log: in the file, or in `.1` if the file is new.
+/// The last record of the log: in the file, or in `.1` if the file holds
+/// none (it is new, or a crash cut its only line short).
 fn recover_tail(path: &Path) -> io::Result<ChainTail> {
     for candidate in [path.to_path_buf(), rotated(path, 1)] {
-        match last_line(&candidate) {
-            Ok(Some(line)) => {
-                let v: Value = serde_json::from_slice(&line).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("last line of {} is not a record: {e}", candidate.display()),
-                    )
-                })?;
-                let seq = v["seq"].as_u64();
-                let hash = v["hash"].as_str();
-                return match (seq, hash) {
-                    (Some(seq), Some(hash)) => Ok(ChainTail {
-                        seq,
-                        hash: hash.to_owned(),
-                    }),
-                    _ => Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("last record of {} has no seq/hash", candidate.display()),
-                    )),
-                };
-            }
+        match last_record(&candidate) {
+            Ok(Some(tail)) => return Ok(tail),
             Ok(None) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
@@ -489,30 +480,126 @@ fn recover_tail(path: &Path) -> io::Result<ChainTail> {
     Ok(ChainTail::default())
 }
 
-/// The last non-empty line of a file, reading backwards from its end.
-fn last_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    let mut f = File::open(path)?;
-    let len = f.metadata()?.len();
-    let mut end = len;
-    let mut tail: Vec<u8> = Vec::new();
-    while end > 0 {
-        let start = end.saturating_sub(64 * 1024);
-        let mut chunk = vec![0; (end - start) as usize];
-        f.seek(SeekFrom::Start(start))?;
-        f.read_exact(&mut chunk)?;
-        chunk.extend_from_slice(&tail);
-        tail = chunk;
-        let trimmed_len = tail
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace())
-            .map_or(0, |i| i + 1);
-        if let Some(nl) = tail[..trimmed_len].iter().rposition(|b| *b == b'\n') {
-            return Ok(Some(tail[nl + 1..trimmed_len].to_vec()));
+/// The last record of `path`, read backwards from its end. Lines after it
+/// that are not records are logged and left as they are: an unterminated
+/// last line is a write a crash cut short (kill -9, or a power loss before
+/// `fsync = "interval"` synced); `ensure_open` ends it with a newline
+/// before the next record, and the chain continues from the record before
+/// it, which is what verify checks the next record against.
+fn last_record(path: &Path) -> io::Result<Option<ChainTail>> {
+    let mut lines = LinesBackwards::open(path)?;
+    let mut last = true;
+    let mut skipped = Skipped::default();
+    while let Some((offset, line)) = lines.next_line()? {
+        let is_last = std::mem::replace(&mut last, false);
+        if line.trim_ascii().is_empty() {
+            continue;
         }
-        end = start;
+        if let Some(tail) = record_tail(&line) {
+            skipped.log(path, Some(tail.seq));
+            return Ok(Some(tail));
+        }
+        if is_last && !lines.terminated {
+            skipped.torn = Some(offset);
+        } else {
+            skipped.other.push(offset);
+        }
     }
-    let trimmed = tail.trim_ascii();
-    Ok((!trimmed.is_empty()).then(|| trimmed.to_vec()))
+    skipped.log(path, None);
+    Ok(None)
+}
+
+/// The chain's place in a line that is a record: its `seq` and `hash`.
+fn record_tail(line: &[u8]) -> Option<ChainTail> {
+    let v: Value = serde_json::from_slice(line).ok()?;
+    Some(ChainTail {
+        seq: v["seq"].as_u64()?,
+        hash: v["hash"].as_str()?.to_owned(),
+    })
+}
+
+/// The lines after the last record of a file, by byte offset.
+#[derive(Default)]
+struct Skipped {
+    /// The last line, unterminated: a write a crash cut short.
+    torn: Option<u64>,
+    /// Other lines that are not records, last first.
+    other: Vec<u64>,
+}
+
+impl Skipped {
+    /// Logs each, and where the chain continues: from `seq`, or (None)
+    /// from `.1` or the start.
+    fn log(&self, path: &Path, seq: Option<u64>) {
+        let from = seq.map_or_else(
+            || "the rotated file or the start".to_owned(),
+            |s| format!("seq {s}"),
+        );
+        if let Some(offset) = self.torn {
+            warn!(path = %path.display(), offset, continues_from = %from, "The audit log's last line is a record cut short (a crash during a write); its bytes are kept and ended with a newline, and the chain continues from the last complete record.");
+        }
+        for offset in &self.other {
+            warn!(path = %path.display(), offset, continues_from = %from, "A line after the audit log's last record is not a record (altered?); it is left as it is, and the chain continues from the last record.");
+        }
+    }
+}
+
+/// A file's lines from its end, each with its byte offset, read in 64 KiB
+/// chunks: the chain's tail is at the end of a file of up to `max_bytes`.
+struct LinesBackwards {
+    file: File,
+    /// Whether the file ends with a newline (its last line is complete).
+    terminated: bool,
+    /// The lines not yet returned are the bytes before `pos`, then `buf`.
+    pos: u64,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl LinesBackwards {
+    fn open(path: &Path) -> io::Result<LinesBackwards> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let terminated = len == 0 || last_byte(&file, len)? == b'\n';
+        Ok(LinesBackwards {
+            file,
+            terminated,
+            pos: len - u64::from(len > 0 && terminated),
+            buf: Vec::new(),
+            done: len == 0,
+        })
+    }
+
+    /// The line before those returned so far, and its offset.
+    fn next_line(&mut self) -> io::Result<Option<(u64, Vec<u8>)>> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if let Some(nl) = self.buf.iter().rposition(|b| *b == b'\n') {
+                let line = self.buf.split_off(nl + 1);
+                self.buf.pop();
+                return Ok(Some((self.pos + nl as u64 + 1, line)));
+            }
+            if self.pos == 0 {
+                self.done = true;
+                return Ok(Some((0, std::mem::take(&mut self.buf))));
+            }
+            let start = self.pos.saturating_sub(64 * 1024);
+            let mut chunk = vec![0; (self.pos - start) as usize];
+            self.file.read_exact_at(&mut chunk, start)?;
+            chunk.append(&mut self.buf);
+            self.buf = chunk;
+            self.pos = start;
+        }
+    }
+}
+
+/// The last byte of `file`, `len` bytes long (not 0).
+fn last_byte(file: &File, len: u64) -> io::Result<u8> {
+    let mut last = [0u8];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0])
 }
 
 #[cfg(test)]
