@@ -120,24 +120,75 @@ pub fn plain_name(name: &str) -> &str {
     name.trim_start_matches('/')
 }
 
-/// `SIGTERM`, `TERM` or `15` → 15, for the signals containers stop with.
+/// Linux's signals by name and number, as the engine knows them (its
+/// `signal.SignalMap`), but for the real-time ones (`RTMIN+n`, `RTMAX-n`).
+const SIGNALS: [(&str, u32); 31] = [
+    ("HUP", 1),
+    ("INT", 2),
+    ("QUIT", 3),
+    ("ILL", 4),
+    ("TRAP", 5),
+    ("ABRT", 6),
+    ("BUS", 7),
+    ("FPE", 8),
+    ("KILL", 9),
+    ("USR1", 10),
+    ("SEGV", 11),
+    ("USR2", 12),
+    ("PIPE", 13),
+    ("ALRM", 14),
+    ("TERM", 15),
+    ("STKFLT", 16),
+    ("CHLD", 17),
+    ("CONT", 18),
+    ("STOP", 19),
+    ("TSTP", 20),
+    ("TTIN", 21),
+    ("TTOU", 22),
+    ("URG", 23),
+    ("XCPU", 24),
+    ("XFSZ", 25),
+    ("VTALRM", 26),
+    ("PROF", 27),
+    ("WINCH", 28),
+    ("IO", 29),
+    ("PWR", 30),
+    ("SYS", 31),
+];
+
+/// The engine's `SIGRTMIN` and `SIGRTMAX` on Linux.
+const RTMIN: u32 = 34;
+const RTMAX: u32 = 64;
+
+/// `SIGTERM`, `TERM`, `sigterm` or `15` → 15; `SIGRTMIN+3` → 37 (systemd
+/// images stop with it): every form a container's `StopSignal` may take,
+/// as the engine parses it. None if the engine would refuse it too.
 pub fn signal_number(s: &str) -> Option<u32> {
     if let Ok(n) = s.parse() {
         return Some(n);
     }
-    let n = match s.trim_start_matches("SIG") {
-        "HUP" => 1,
-        "INT" => 2,
-        "QUIT" => 3,
-        "KILL" => 9,
-        "USR1" => 10,
-        "USR2" => 12,
-        "TERM" => 15,
-        "STOP" => 19,
-        "PWR" => 30,
-        _ => return None,
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(&(_, n)) = SIGNALS.iter().find(|(known, _)| *known == name) {
+        return Some(n);
+    }
+    let offset = |rest: &str| -> Option<u32> {
+        match rest {
+            "" => Some(0),
+            _ => rest.get(1..)?.parse().ok().filter(|n| *n <= RTMAX - RTMIN),
+        }
     };
-    Some(n)
+    if let Some(rest) = name.strip_prefix("RTMIN")
+        && (rest.is_empty() || rest.starts_with('+'))
+    {
+        return offset(rest).map(|n| RTMIN + n);
+    }
+    if let Some(rest) = name.strip_prefix("RTMAX")
+        && (rest.is_empty() || rest.starts_with('-'))
+    {
+        return offset(rest).map(|n| RTMAX - n);
+    }
+    None
 }
 
 /// The name of signal `n` for an exit code of 128 + n (`137` → `SIGKILL`).
@@ -552,7 +603,15 @@ mod tests {
         assert_eq!(signal_number("SIGTERM"), Some(15));
         assert_eq!(signal_number("KILL"), Some(9));
         assert_eq!(signal_number("10"), Some(10));
-        assert_eq!(signal_number("SIGWINCH"), None);
+        // Every form a StopSignal may take (httpd's image stops with
+        // SIGWINCH, systemd's with SIGRTMIN+3).
+        assert_eq!(signal_number("SIGWINCH"), Some(28));
+        assert_eq!(signal_number("quit"), Some(3));
+        assert_eq!(signal_number("SIGRTMIN+3"), Some(37));
+        assert_eq!(signal_number("RTMAX"), Some(64));
+        assert_eq!(signal_number("SIGRTMAX-2"), Some(62));
+        assert_eq!(signal_number("SIGRTMIN+31"), None);
+        assert_eq!(signal_number("SIGNOPE"), None);
     }
 
     #[test]

@@ -618,6 +618,64 @@ fn called_off_actions_are_not_counted_as_restarts() {
     assert_eq!(created, 1, "the container was recreated");
 }
 
+/// Signals an operator sends that are not SIGKILL or SIGTERM: `docker kill
+/// -s INT` of a process that exits on it, and `docker stop` of a container
+/// whose stop signal is one the engine knows by a name such as SIGWINCH
+/// (httpd's image). Both are the operator's doing, and neither is healed.
+#[test]
+fn other_signals_an_operator_sends_are_respected() {
+    let clean = Cleanup::for_engine_test();
+    let dw = started(&restart_rule("backoff_initial_ms = 100"), &[]);
+    let since = now_unix();
+    let image = test_image();
+    let interrupted = clean.container(unique("sigint"));
+    run_healable(
+        &interrupted,
+        &[
+            &image,
+            "sh",
+            "-c",
+            "trap 'exit 130' INT; while :; do sleep 1; done",
+        ],
+    );
+    let winched = clean.container(unique("sigwinch"));
+    run_healable(
+        &winched,
+        &[
+            "--stop-signal",
+            "SIGWINCH",
+            &image,
+            "sh",
+            "-c",
+            "trap 'exit 3' WINCH; while :; do sleep 1; done",
+        ],
+    );
+    thread::sleep(Duration::from_secs(1));
+    docker_ok(&["kill", "-s", "INT", &interrupted]);
+    docker_ok(&["stop", "-t", "5", &winched]);
+    for (name, code) in [(&interrupted, 130), (&winched, 3)] {
+        let died = wait_until(Duration::from_secs(10), || {
+            history(name, since).iter().any(|(a, _)| a == "die")
+        });
+        assert!(died, "{name} never exited");
+        assert_eq!(inspect(name)["State"]["ExitCode"].as_i64(), Some(code));
+    }
+    thread::sleep(Duration::from_secs(3));
+    for name in [&interrupted, &winched] {
+        let starts = history(name, since)
+            .iter()
+            .filter(|(a, _)| a == "start")
+            .count();
+        assert_eq!(starts, 1, "{name} was restarted:\n{}", dw.log());
+    }
+    assert_eq!(actions(&dw, "restart", "ok"), 0.0);
+    assert!(
+        dw.log().contains("of a signal sent through the API"),
+        "{}",
+        dw.log()
+    );
+}
+
 /// Acceptance 7: a label named `exitCode` cannot hide a crash or fake one.
 #[test]
 fn forged_exit_code_labels_do_not_fool_healing() {

@@ -34,6 +34,9 @@ pub struct Entry {
     pub(super) breaker_open: bool,
     /// A kill/stop came through the API since the last start.
     pub(super) requested_stop: bool,
+    /// When a signal that is not a stop signal (`docker kill -s INT`) came
+    /// through the API since the last start.
+    pub(super) signalled: Option<Instant>,
     /// Events until then (or the next `start`) are ours.
     pub(super) own_until: Option<Instant>,
     /// A scheduled action (its generation, and the token that calls it off).
@@ -326,8 +329,10 @@ impl Observer for Healer {
             }
             "kill" => {
                 // Only a signal that stops the container is a stop; a
-                // HUP to reload is not. A forgeable or unknown signal
-                // counts as a stop: never restart what an operator stopped.
+                // HUP to reload is not, though an exit right after it is
+                // taken for the operator's doing (`SIGNALLED_EXIT`). A
+                // forgeable or unknown signal counts as a stop: never
+                // restart what an operator stopped.
                 let signal = event.attr("signal").and_then(signal_number);
                 let stops = match (&known, signal) {
                     (Some(p), Some(sig)) if !p.forgeable.signal => {
@@ -339,12 +344,15 @@ impl Observer for Healer {
                 if stops && e.is_about(id) && !e.own(now) {
                     e.requested_stop = true;
                     e.call_off(&name, "stopped or killed through the API");
+                } else if e.is_about(id) && !e.own(now) {
+                    e.signalled = Some(now);
                 }
             }
             "start" => {
                 let e = book.entry(name.clone()).or_default();
                 e.container_id = Some(id.to_owned());
                 e.requested_stop = false;
+                e.signalled = None;
                 e.oom_seen = false;
                 e.last_start = Some(now);
                 if e.own(now) {

@@ -103,6 +103,11 @@ pub enum Decision {
     OpenBreaker,
 }
 
+/// How soon after a signal sent through the API that is not a stop signal
+/// an exit is taken for the signal's doing: the engine's default stop
+/// timeout.
+pub(super) const SIGNALLED_EXIT: Duration = Duration::from_secs(10);
+
 /// What every action leaves alone: its own events, a container that is
 /// not unhealthy (any more), and, for a crash, an operator's stop.
 fn not_a_failure(
@@ -124,6 +129,21 @@ fn not_a_failure(
             Some(Decision::Suppress(
                 "it was stopped or killed through the API since its last start".to_owned(),
             ))
+        }
+        // `docker kill -s INT` of a process that exits on it: the operator
+        // ended it (the engine itself then counts it as stopped by hand,
+        // and its restart policy leaves it down). A reload's HUP is not,
+        // so only an exit that follows the signal closely.
+        Failure::Exit(_) | Failure::Oom
+            if !p.include_requested
+                && entry
+                    .signalled
+                    .is_some_and(|t| now.saturating_duration_since(t) < SIGNALLED_EXIT) =>
+        {
+            Some(Decision::Suppress(format!(
+                "it exited within {} s of a signal sent through the API (docker kill -s)",
+                SIGNALLED_EXIT.as_secs()
+            )))
         }
         _ => None,
     }
