@@ -276,9 +276,27 @@ pub fn outliving_stop(docker: &Docker, stop_timeout_secs: u32) -> Docker {
 #[derive(Clone, Default)]
 pub struct DockerHandle {
     inner: Arc<RwLock<Option<Engine>>>,
+    /// Wakes [`DockerHandle::connected`] at each `set`.
+    set_signal: Arc<tokio::sync::Notify>,
 }
 
 impl DockerHandle {
+    /// The client, once there is one: waits for the first connect without
+    /// polling (an engine that stays down must not keep waking the
+    /// process).
+    pub async fn connected(&self) -> Engine {
+        loop {
+            let notified = self.set_signal.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a `set` in between is not missed.
+            notified.as_mut().enable();
+            if let Ok(engine) = self.get() {
+                return engine;
+            }
+            notified.await;
+        }
+    }
+
     /// The client, or [`DockerError::NotConnected`] before the first connect.
     pub fn get(&self) -> Result<Engine, DockerError> {
         self.inner
@@ -292,6 +310,7 @@ impl DockerHandle {
         if let Ok(mut slot) = self.inner.write() {
             *slot = Some(docker);
         }
+        self.set_signal.notify_waiters();
     }
 }
 

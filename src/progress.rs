@@ -383,6 +383,10 @@ impl Progress {
     }
 }
 
+/// How far ahead of the clock a checkpoint may be and still be resumed
+/// from (a clock slewed by NTP in the meantime).
+const FUTURE_SLACK_NANOS: i64 = 5_000_000_000;
+
 /// `dir/checkpoint.json`.
 pub fn checkpoint_path(dir: &Path) -> PathBuf {
     dir.join("checkpoint.json")
@@ -425,6 +429,18 @@ pub fn load(dir: &Path) -> Option<Checkpoint> {
         }
     }
     match serde_json::from_slice::<Checkpoint>(&bytes) {
+        // Later than now: the clock was stepped back, or the state dir came
+        // from a host whose clock is ahead. Resuming would take every event
+        // until then for one handled already, and ask the engine for a
+        // `since` after its `until`.
+        Ok(cp) if cp.time_nano > crate::clock::unix_nanos().saturating_add(FUTURE_SLACK_NANOS) => {
+            warn!(
+                path = %path.display(),
+                time_nano = cp.time_nano,
+                "Checkpoint later than this host's clock (stepped back, or state from another host); starting without it."
+            );
+            None
+        }
         Ok(cp) if cp.time_nano > 0 => Some(cp),
         Ok(_) => None,
         Err(e) => {
@@ -802,6 +818,14 @@ mod tests {
         .expect("write");
         assert_eq!(load(&dir), None);
         fs::write(checkpoint_path(&dir), "{not json").expect("write");
+        assert_eq!(load(&dir), None);
+        // From the future: the clock went back, or the state moved hosts.
+        let ahead = crate::clock::unix_nanos() + 3_600_000_000_000;
+        fs::write(
+            checkpoint_path(&dir),
+            format!(r#"{{"version":2,"time_nano":{ahead},"ids":[]}}"#),
+        )
+        .expect("write");
         assert_eq!(load(&dir), None);
         let _ = fs::remove_dir_all(&dir);
     }

@@ -83,17 +83,19 @@ pub async fn resync_task(mut requests: mpsc::Receiver<&'static str>, wiring: Res
         };
         metrics.resynced(reason);
         // Until the stream is connected there is no engine to ask.
-        let client = loop {
-            match docker.get() {
-                Ok(c) => break c,
-                Err(_) => tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-                },
-            }
+        let client = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = docker.connected() => c,
         };
         let answers = owed.begin();
-        match reconcile(&client, &queue, &metrics, &containers, history.as_deref()).await {
+        // Shutdown does not wait for it (against a hung engine each call
+        // waits its timeout, thrice): it stays owed, and the checkpoint
+        // written at shutdown makes the next start do it.
+        let reconciled = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = reconcile(&client, &queue, &metrics, &containers, history.as_deref()) => r,
+        };
+        match reconciled {
             Ok((containers, synthetic)) => {
                 owed.done(answers);
                 emit_unattached(
@@ -269,14 +271,9 @@ pub async fn fill_view_at_start(
     }
     let mut retry_in = std::time::Duration::from_secs(1);
     loop {
-        let client = loop {
-            match docker.get() {
-                Ok(c) => break c,
-                Err(_) => tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-                },
-            }
+        let client = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = docker.connected() => c,
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,

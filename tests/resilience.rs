@@ -342,6 +342,44 @@ fn a_resync_owed_at_shutdown_is_done_at_the_next_start() {
     assert!(cleared, "the checkpoint still owes the resync");
 }
 
+/// A checkpoint later than the clock (the clock was stepped back, or the
+/// state dir came from another host) is not resumed from: every live event
+/// would be taken for one handled before it.
+#[test]
+fn a_checkpoint_from_the_future_is_not_resumed_from() {
+    require_docker();
+    let clean = Cleanup::new();
+    let dir = TempDir::new("future");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let an_hour_ahead = ((now_unix() + 3600.0) * 1e9) as i64;
+    std::fs::write(
+        state.join("checkpoint.json"),
+        format!(r#"{{"version":2,"time_nano":{an_hour_ahead},"ids":[]}}"#),
+    )
+    .expect("write checkpoint");
+    let rules = "[[rule]]\nname = \"log-all\"\non = [\"*\"]\nhandler = \"log\"\n";
+    let dw = start(rules, &state);
+    assert!(
+        dw.log().contains("Checkpoint later than this host's clock"),
+        "{}",
+        dw.log()
+    );
+    let net = clean.network(unique("future"));
+    docker_ok(&["network", "create", &net]);
+    let counted = wait_until(Duration::from_secs(10), || {
+        dw.metrics().get(
+            "dockwarden_events_total",
+            &[("type", "network"), ("action", "create")],
+        ) >= 1.0
+    });
+    assert!(
+        counted,
+        "a live event was taken for a handled one:\n{}",
+        dw.log()
+    );
+}
+
 /// Restarted on a checkpoint, on a quiet engine: the idle probe asks the
 /// engine from the checkpoint's time and gets the checkpoint's own events
 /// back, which were handled before the restart. They are not events the
