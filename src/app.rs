@@ -389,10 +389,13 @@ fn read_token(path: Option<&std::path::Path>) -> Result<Option<Arc<str>>, AppErr
         })?
         .trim()
         .to_owned();
-    if token.len() < 16 {
+    if token.chars().count() < crate::rules::MIN_TOKEN_CHARS {
         return Err(AppError::Token {
             path: path.display().to_string(),
-            why: "the token must be at least 16 characters".to_owned(),
+            why: format!(
+                "the token must be at least {} characters",
+                crate::rules::MIN_TOKEN_CHARS
+            ),
         });
     }
     Ok(Some(Arc::from(token)))

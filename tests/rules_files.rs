@@ -74,6 +74,50 @@ fn check_lists_every_problem_with_line_and_col_and_exits_2() {
     );
 }
 
+/// The bearer token files of `[server]` are checked where they are named:
+/// a missing one, or a token too short, is a problem at its line, and `run`
+/// exits 2 as for any bad rules file (not 1 after starting).
+#[test]
+fn check_reads_the_token_files_and_says_where_they_fail() {
+    let dir = std::env::temp_dir().join(format!("dw-check-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let short = dir.join("short-token");
+    std::fs::write(&short, "0123456789\n").expect("write token");
+    let file = dir.join("rules.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\ntoken_file = \"{}\"\napi_token_file = \"/nonexistent/api-token\"\n",
+            short.display()
+        ),
+    )
+    .expect("write rules");
+    let f = file.display().to_string();
+    for args in [vec!["check"], vec!["run", "--dry-run", "--rules"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dockwarden"))
+            .args(&args)
+            .arg(&file)
+            .output()
+            .expect("run dockwarden");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{f}:2:14: the token in `token_file` \"{}\" must be at least 16 characters",
+                short.display()
+            )),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "{f}:3:18: cannot read `api_token_file` \"/nonexistent/api-token\""
+            )),
+            "{args:?}: {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn check_of_a_missing_file_says_so() {
     let out = Command::new(env!("CARGO_BIN_EXE_dockwarden"))

@@ -34,7 +34,8 @@ use crate::notify::NotifyConfig;
 pub use matcher::Matcher;
 pub use on_keys::OnKeys;
 pub use sections::{
-    ApiConfig, DEFAULT_LISTEN, DispatchConfig, ServerConfig, SourceConfig, StateConfig,
+    ApiConfig, DEFAULT_LISTEN, DispatchConfig, MIN_TOKEN_CHARS, ServerConfig, SourceConfig,
+    StateConfig,
 };
 
 /// A loaded rules file.

@@ -105,8 +105,8 @@ pub fn read(top: &mut Table<'_, '_>, span: &Range<usize>, diags: &RefCell<Collec
     let server_config = ServerConfig {
         listen,
         shutdown_grace_secs: server.u64_in("shutdown_grace_secs", 10, 0..3601),
-        token_file: server.str("token_file").map(|(p, _)| p.into()),
-        api_token_file: server.str("api_token_file").map(|(p, _)| p.into()),
+        token_file: token_file(&mut server, "token_file"),
+        api_token_file: token_file(&mut server, "api_token_file"),
     };
     server.finish();
 
@@ -215,6 +215,32 @@ pub fn engine_file_problems(file: &str, source: &str) -> Diagnostics {
         found.error(span, message);
     }
     found.finish(file, source)
+}
+
+/// The shortest bearer token accepted.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// A bearer token's file, read now so that `check` and a reload report one
+/// missing, unreadable or too short at its line (`run` reads it again at
+/// start; the token is not kept here).
+fn token_file(t: &mut Table<'_, '_>, key: &'static str) -> Option<std::path::PathBuf> {
+    let (path, span) = t.str(key)?;
+    match std::fs::read_to_string(path) {
+        Ok(token) if token.trim().chars().count() >= MIN_TOKEN_CHARS => Some(path.into()),
+        Ok(_) => {
+            t.error(
+                span,
+                format!(
+                    "the token in `{key}` \"{path}\" must be at least {MIN_TOKEN_CHARS} characters"
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            t.error(span, format!("cannot read `{key}` \"{path}\": {e}"));
+            None
+        }
+    }
 }
 
 #[cfg(test)]
