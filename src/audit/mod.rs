@@ -360,6 +360,35 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// The live file deleted while the writer has it open: the records
+    /// after it go to a new file at the path, not to the unlinked one, and
+    /// the chain goes on from the last record.
+    #[test]
+    fn a_log_deleted_while_open_is_started_again_at_its_path() {
+        let (dir, path) = temp_log("deleted-live");
+        let sink = AuditSink::start(synced(&path, 1 << 20, 3), Arc::new(Metrics::new()));
+        let h = sink.handle();
+        for i in 0..3 {
+            h.submit(rec(i), Severity::Low);
+        }
+        let written = |n: usize| {
+            (0..100).any(|_| {
+                std::thread::sleep(Duration::from_millis(20));
+                fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == n)
+            })
+        };
+        assert!(written(3), "the first records were not written");
+        fs::remove_file(&path).expect("delete the live file");
+        for i in 3..6 {
+            h.submit(rec(i), Severity::Critical);
+        }
+        sink.close(Duration::from_secs(10));
+        let text = fs::read_to_string(&path).expect("a new file at the path");
+        let seqs: Vec<Value> = text.lines().map(|l| field(l.as_bytes(), "seq")).collect();
+        assert_eq!(seqs, [4, 5, 6].map(Value::from), "{text}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     /// The log's lines, as bytes (a torn line need not be UTF-8).
     fn lines(path: &std::path::Path) -> Vec<Vec<u8>> {
         let bytes = fs::read(path).expect("read");

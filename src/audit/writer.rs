@@ -292,8 +292,22 @@ impl Writer {
     }
 
     fn ensure_open(&mut self) -> io::Result<()> {
-        if self.file.is_some() {
-            return Ok(());
+        if let Some(file) = &self.file {
+            if still_at(file, &self.config.path) {
+                return Ok(());
+            }
+            // Deleted or renamed while open (by hand, or by a log rotator
+            // that does not know it): appended to, the records would go to
+            // a file nothing can read once it is closed. A new one is
+            // started at the path; the chain goes on from the last record,
+            // so `audit verify` shows where records went missing.
+            error!(
+                path = %self.config.path.display(),
+                seq = self.tail.seq,
+                "The audit log was deleted or moved while open; starting a new file at its path (the chain continues from seq {}).",
+                self.tail.seq
+            );
+            self.file = None;
         }
         let path = &self.config.path;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -418,6 +432,18 @@ impl Writer {
 
 fn is_stdout(path: &Path) -> bool {
     path.as_os_str() == "-"
+}
+
+/// Whether `path` is still the file `file` has open (a stat and an fstat
+/// a batch: nothing to a write).
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        // Gone from its path; or the open file cannot be asked, and writing
+        // to it would fail anyway.
+        _ => false,
+    }
 }
 
 /// `audit.jsonl.N`.
