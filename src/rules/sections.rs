@@ -265,9 +265,13 @@ mod tests {
             (2, 200, 3600, 10_000)
         );
         assert_eq!(c.server.api_token_file, None);
-        let c = load("[server]\napi_token_file = \"/run/api.token\"\n[api]\nevent_ring = 50\n")
-            .expect("valid");
-        assert_eq!(c.server.api_token_file, Some("/run/api.token".into()));
+        let token =
+            crate::test_files::TempFile::new("sections", "api.token", Some(b"0123456789abcdef\n"));
+        let c = load(&format!(
+            "[server]\napi_token_file = \"{token}\"\n[api]\nevent_ring = 50\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.server.api_token_file, Some(token.to_path_buf()));
         assert_eq!(c.api.event_ring, 50);
         let d = load("[api]\nhistory_per_container = 0\ncolour = 1\n")
             .err()
