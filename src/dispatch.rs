@@ -79,21 +79,42 @@ pub fn queue(capacity: usize) -> (Enqueue, Dequeue) {
 }
 
 impl Enqueue {
-    /// Queues a batch, or gives it back if the queue has no room for it
-    /// (or the dispatcher is gone).
-    pub fn try_send(&self, batch: Batch) -> Result<(), Batch> {
+    /// Queues as much of a batch as there is room for, its oldest events
+    /// first, and gives back the rest (all of it if the dispatcher is
+    /// gone): a batch (up to 256 events a socket read) larger than the room
+    /// left loses only what does not fit, and one larger than a small
+    /// `queue_capacity` is not dropped whole from an empty queue.
+    pub fn try_send(&self, mut batch: Batch) -> Result<(), Batch> {
         let n = batch.len();
-        let before = self.depth.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.capacity {
-            self.depth.fetch_sub(n, Ordering::AcqRel);
-            return Err(batch);
-        }
-        self.tx.try_send(batch).map_err(|e| {
-            self.depth.fetch_sub(n, Ordering::AcqRel);
-            match e {
-                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+        let mut before = self.depth.load(Ordering::Acquire);
+        let fits = loop {
+            let fits = self.capacity.saturating_sub(before).min(n);
+            if fits == 0 {
+                return Err(batch);
             }
-        })
+            match self.depth.compare_exchange_weak(
+                before,
+                before + fits,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break fits,
+                Err(now) => before = now,
+            }
+        };
+        let rest = batch.split_off(fits);
+        match self.tx.try_send(batch) {
+            Ok(()) if rest.is_empty() => Ok(()),
+            Ok(()) => Err(rest),
+            Err(e) => {
+                self.depth.fetch_sub(fits, Ordering::AcqRel);
+                let mut back = match e {
+                    mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+                };
+                back.extend(rest);
+                Err(back)
+            }
+        }
     }
 
     /// The most events it holds.
@@ -559,6 +580,27 @@ mod tests {
                 Outcome::Ok
             })
         }
+    }
+
+    /// A batch larger than the room left: its oldest events go in, the
+    /// rest is given back to be counted as dropped.
+    #[test]
+    fn a_batch_larger_than_the_room_left_loses_only_what_does_not_fit() {
+        let (tx, mut rx) = queue(4);
+        let batch =
+            |from: i64, n: i64| -> Batch { (from..from + n).map(|t| event("c", "0", t)).collect() };
+        // Larger than the whole queue, which is empty.
+        let back = tx.try_send(batch(1, 6)).expect_err("two do not fit");
+        assert_eq!(back.iter().map(|e| e.time_nano).collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(tx.depth(), 4);
+        let queued = rx.rx.try_recv().expect("the four that fit");
+        assert_eq!(
+            queued.iter().map(|e| e.time_nano).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        // Full: nothing goes in.
+        assert_eq!(tx.try_send(batch(7, 2)).expect_err("full").len(), 2);
+        assert_eq!(tx.depth(), 4);
     }
 
     #[tokio::test]

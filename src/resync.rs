@@ -64,12 +64,17 @@ pub async fn resync_task(mut requests: mpsc::Receiver<&'static str>, wiring: Res
         owed,
         shutdown,
     } = wiring;
+    // A resync whose own events did not all fit in the queue.
+    let mut again: Option<&'static str> = None;
     loop {
-        let reason = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = requests.recv() => match r {
-                Some(r) => r,
-                None => return,
+        let reason = match again.take() {
+            Some(r) => r,
+            None => tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = requests.recv() => match r {
+                    Some(r) => r,
+                    None => return,
+                },
             },
         };
         while requests.try_recv().is_ok() {}
@@ -96,7 +101,18 @@ pub async fn resync_task(mut requests: mpsc::Receiver<&'static str>, wiring: Res
             r = reconcile(&client, &queue, &metrics, &containers, history.as_deref()) => r,
         };
         match reconciled {
-            Ok((containers, synthetic)) => {
+            // Some of what it fed was dropped (the queue was full): still
+            // owed, and done again once the queue has drained.
+            Ok((_, synthetic, dropped)) if dropped > 0 => {
+                warn!(
+                    reason,
+                    synthetic,
+                    dropped,
+                    "Dispatch queue full: resync events dropped; resyncing again once the queue drains."
+                );
+                again = Some("queue_overflow");
+            }
+            Ok((containers, synthetic, _)) => {
                 owed.done(answers);
                 emit_unattached(
                     &Resynced {
@@ -150,15 +166,15 @@ async fn settled(
 }
 
 /// Lists and inspects every container, refreshing the container view with
-/// what the engine says now; returns the number of containers and of
-/// synthetic events queued.
+/// what the engine says now; returns the number of containers, of
+/// synthetic events made, and of those the full queue dropped.
 async fn reconcile(
     docker: &crate::docker::Engine,
     queue: &Enqueue,
     metrics: &Metrics,
     containers: &Containers,
     history: Option<&History>,
-) -> Result<(usize, usize), bollard::errors::Error> {
+) -> Result<(usize, usize, usize), bollard::errors::Error> {
     let (listed, known) = list_all(docker, containers, metrics).await?;
     let mut live_names = HashSet::new();
     let mut live_ids = HashSet::new();
@@ -209,10 +225,12 @@ async fn reconcile(
     }
     metrics.forget_containers_except(&live_names);
     let synthetic = batch.len();
-    if !batch.is_empty() && queue.try_send(batch).is_err() {
-        warn!(synthetic, "Dispatch queue full: resync events dropped.");
-    }
-    Ok((listed.len(), synthetic))
+    let dropped = if batch.is_empty() {
+        0
+    } else {
+        queue.try_send(batch).err().map_or(0, |rest| rest.len())
+    };
+    Ok((listed.len(), synthetic, dropped))
 }
 
 /// A container in the engine's listing, as far as a resync reads it: the

@@ -309,10 +309,11 @@ mod tests {
             sink.line(line(i).as_bytes());
         }
         sink.flush();
+        // Two fit; the third is dropped.
         assert!(
             metrics
                 .render()
-                .contains("dockwarden_events_dropped_total 3")
+                .contains("dockwarden_events_dropped_total 1")
         );
         assert_eq!(resync_rx.try_recv().ok(), Some("queue_overflow"));
         // Owed until done: a checkpoint written now says so.
