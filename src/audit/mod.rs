@@ -10,18 +10,25 @@
 //!
 //! When the file cannot be written (disk full, permissions) records wait in a
 //! bounded buffer and the write is retried every second; healing and metrics
-//! never wait for it. What does not fit in the buffer is dropped and counted.
+//! never wait for it. What does not fit in the buffer is dropped, counted,
+//! and told in the chain by an `audit_gap` record ([`gap`]).
+//!
+//! This file is long because the sink's tests run it whole (a chain across
+//! rotations and restarts, torn lines, a file deleted while open), beside
+//! the handle they go through.
 //!
 //! This file owns the configuration and the handle handlers hold; it must
 //! not know what handlers put in a record beyond its severity.
 
 mod chain;
+mod gap;
 mod identity;
 mod verify;
 mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -109,12 +116,19 @@ impl Default for AuditConfig {
 pub struct AuditHandle {
     tx: Option<SyncSender<Msg>>,
     metrics: Arc<Metrics>,
+    /// Records the queue to the writer had no room for, since the writer
+    /// last took the count (it writes an `audit_gap` record for them).
+    queue_dropped: Arc<AtomicU64>,
 }
 
 impl AuditHandle {
     /// A handle that drops everything (no audit handler in use).
     pub fn disabled(metrics: Arc<Metrics>) -> Self {
-        AuditHandle { tx: None, metrics }
+        AuditHandle {
+            tx: None,
+            metrics,
+            queue_dropped: Arc::default(),
+        }
     }
 
     /// Queues a record, its `severity` field set and counted in
@@ -131,6 +145,7 @@ impl AuditHandle {
     }
 
     fn queue_full(&self) {
+        self.queue_dropped.fetch_add(1, Ordering::Relaxed);
         AuditRecordDropped {
             full: "queue",
             quiet: false,
@@ -166,6 +181,7 @@ impl AuditHandle {
             AuditHandle {
                 tx: Some(tx),
                 metrics,
+                queue_dropped: Arc::default(),
             },
             Captured { rx },
         )
@@ -182,7 +198,8 @@ impl AuditSink {
     /// Starts the writer. Reads the chain's tail from disk first.
     pub fn start(config: AuditConfig, metrics: Arc<Metrics>) -> AuditSink {
         let (tx, rx) = sync_channel(8192);
-        let writer = Writer::new(config, metrics.clone());
+        let queue_dropped = Arc::<AtomicU64>::default();
+        let writer = Writer::new(config, metrics.clone(), queue_dropped.clone());
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run(rx));
@@ -191,6 +208,7 @@ impl AuditSink {
                 handle: AuditHandle {
                     tx: Some(tx),
                     metrics,
+                    queue_dropped,
                 },
                 thread: Some(thread),
             },
@@ -448,6 +466,68 @@ mod tests {
         fs::write(&path, &bytes[..bytes.len() - 1]).expect("cut the newline");
         write(config.clone(), 2, 3);
         assert_eq!(verify(std::slice::from_ref(&path)), Ok((5, 1)));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Records dropped while the log could not be written are told in the
+    /// chain, where they would have been: an `audit_gap` record, so the
+    /// chain does not close over the hole unseen.
+    #[test]
+    fn dropped_records_leave_an_audit_gap_record_in_their_place() {
+        let dir = temp("gap");
+        let path = dir.join("audit.jsonl");
+        // A directory where the file should be: every open fails.
+        fs::create_dir_all(&path).expect("mkdir");
+        let sink = AuditSink::start(
+            AuditConfig {
+                path: path.clone(),
+                buffer_records: 5,
+                fsync: Fsync::Always,
+                ..AuditConfig::default()
+            },
+            Arc::new(Metrics::new()),
+        );
+        let h = sink.handle();
+        for i in 0..8 {
+            h.submit(
+                rec(i),
+                if i < 7 {
+                    Severity::Low
+                } else {
+                    Severity::Critical
+                },
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // Writable again: the five buffered go out at the next retry.
+        fs::remove_dir(&path).expect("rmdir");
+        let written = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 5)
+        });
+        assert!(written, "the buffered records were not written");
+        h.submit(rec(8), Severity::Low);
+        sink.close(Duration::from_secs(10));
+        let text = fs::read_to_string(&path).expect("log");
+        let records: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a record"))
+            .collect();
+        let kinds: Vec<&str> = records.iter().filter_map(|r| r["kind"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["test", "test", "test", "test", "test", "audit_gap", "test"],
+            "{text}"
+        );
+        let gap = &records[5];
+        assert_eq!(gap["dropped"], 3, "{gap}");
+        assert_eq!(gap["severities"]["low"], 2, "{gap}");
+        assert_eq!(gap["severities"]["critical"], 1, "{gap}");
+        assert_eq!(gap["severity"], "critical", "{gap}");
+        assert_eq!(gap["reasons"]["buffer full"], 3, "{gap}");
+        assert_eq!(records[6]["n"], 8);
+        // Chained like any record.
+        assert!(verify(&[path]).is_ok());
         let _ = fs::remove_dir_all(&dir);
     }
 

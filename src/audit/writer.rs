@@ -6,12 +6,17 @@
 //! files, and after a restart it continues from the last record on disk.
 //! When the file cannot be written (disk full, permissions) records wait in
 //! a bounded buffer and the write is retried every second; what does not
-//! fit is dropped and counted. A record that cannot be encoded is logged,
+//! fit is dropped, counted, and told in the chain by an `audit_gap` record
+//! where it would have been ([`super::gap`]). A record that cannot be encoded is logged,
 //! counted and not written; the next one is. Each such fault is logged and
 //! counted in one call.
 //!
 //! It owns the file and the chain's tail; it must not decide what a record
 //! holds, and nothing outside it waits for it.
+//!
+//! This file is long because each fault the writer meets (a line torn by a
+//! crash, a gap a crash left in the rotations, a lower `keep`) is handled
+//! and tested beside the one write path.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -19,6 +24,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -26,6 +32,7 @@ use serde_json::Value;
 use tracing::{debug, error, info, warn};
 
 use super::chain::{ChainTail, chain_line};
+use super::gap::Gap;
 use super::identity::{Recent, identity};
 use super::{AuditConfig, Fsync, Record};
 use crate::internal_events::InternalEvent;
@@ -59,6 +66,10 @@ pub(super) struct Writer {
     host: String,
     /// Identities of the records written lately, against replays.
     recent: Recent,
+    /// Records dropped since the last `audit_gap` record.
+    gap: Gap,
+    /// Records the queue to this thread dropped (counted by the handles).
+    queue_dropped: Arc<AtomicU64>,
 }
 
 /// The `host` field: `[audit] host`, else this machine's host name.
@@ -68,7 +79,11 @@ fn host_name(config: &AuditConfig) -> String {
 
 impl Writer {
     /// Reads the chain's tail and the recent identities from disk.
-    pub(super) fn new(config: AuditConfig, metrics: Arc<Metrics>) -> Writer {
+    pub(super) fn new(
+        config: AuditConfig,
+        metrics: Arc<Metrics>,
+        queue_dropped: Arc<AtomicU64>,
+    ) -> Writer {
         let stdout = is_stdout(&config.path);
         let tail = if stdout {
             ChainTail::default()
@@ -105,6 +120,8 @@ impl Writer {
             last_sync: Instant::now(),
             retry_at: None,
             failing: false,
+            gap: Gap::default(),
+            queue_dropped,
         }
     }
 
@@ -133,6 +150,10 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => closing = true,
+            }
+            if closing {
+                // What was dropped since the last record is told too.
+                self.push_gap();
             }
             if self.retry_at.is_none_or(|t| Instant::now() >= t) || closing {
                 self.write_pending();
@@ -179,12 +200,40 @@ impl Writer {
             return false;
         }
         self.recent.remember(id);
+        self.gap.add(
+            self.queue_dropped.swap(0, Ordering::Relaxed),
+            None,
+            "queue full",
+        );
         if self.pending.len() >= self.config.buffer_records {
+            let severity = r.get("severity").and_then(Value::as_str);
+            self.gap.add(1, severity, "buffer full");
             self.buffer_full();
         } else {
+            // Where the dropped ones would have been, in the chain.
+            self.push_gap();
             self.pending.push_back(r);
         }
         false
+    }
+
+    /// Queues the `audit_gap` record of what was dropped, if anything was
+    /// (one over `buffer_records` at most).
+    fn push_gap(&mut self) {
+        self.gap.add(
+            self.queue_dropped.swap(0, Ordering::Relaxed),
+            None,
+            "queue full",
+        );
+        if let Some((mut r, dropped)) = self.gap.take_record() {
+            warn!(
+                dropped,
+                "Audit records were dropped; an audit_gap record is written in their place."
+            );
+            r.insert("host".into(), Value::from(self.host.clone()));
+            self.metrics.audit_buffered(1);
+            self.pending.push_back(r);
+        }
     }
 
     fn write_pending(&mut self) {

@@ -9,6 +9,9 @@
 //!
 //! `sections` reads the non-rule sections, `compile` the rules, `matcher`
 //! their `[rule.match]` conditions.
+//!
+//! This file is long because its tests load whole rules files through the
+//! one entry point (`load`), a reload's included, beside it.
 
 mod compile;
 mod matcher;
