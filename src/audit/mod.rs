@@ -469,6 +469,40 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// A key given twice hashes as the record serde parses (the last value
+    /// wins) while other readers show the first: the line must be the
+    /// writer's own bytes.
+    #[test]
+    fn a_line_not_as_the_writer_wrote_it_fails_verify() {
+        let (dir, path) = temp_log("duplicate-key");
+        write(synced(&path, 1 << 20, 3), 3, 0);
+        assert!(verify(std::slice::from_ref(&path)).is_ok());
+        let text = fs::read_to_string(&path).expect("log");
+        let forged: Vec<String> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                if i == 1 {
+                    l.replacen('{', r#"{"kind":"forged","#, 1)
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        fs::write(&path, forged.join("\n") + "\n").expect("write");
+        let problems = verify(std::slice::from_ref(&path)).expect_err("a forged line");
+        let text = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.contains(":2: record seq 2 is not as the writer wrote it"),
+            "{text}"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     /// Records dropped while the log could not be written are told in the
     /// chain, where they would have been: an `audit_gap` record, so the
     /// chain does not close over the hole unseen.

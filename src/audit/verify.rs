@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::Record;
-use super::chain::{ChainTail, GENESIS, record_hash};
+use super::chain::{ChainTail, GENESIS, chain_line, record_hash};
 use super::writer::{rotated, rotations};
 
 /// Why a chain does not verify.
@@ -164,7 +164,7 @@ pub fn verify(files: &[PathBuf]) -> Result<(u64, u64), Vec<VerifyError>> {
                     return failed(problems, broken(problem));
                 }
             };
-            match check(record, prev.as_ref()) {
+            match check(record, prev.as_ref(), &line) {
                 Ok(tail) => {
                     if prev.is_none() {
                         first_seq = tail.seq;
@@ -192,9 +192,10 @@ fn failed<T>(mut problems: Vec<VerifyError>, last: VerifyError) -> Result<T, Vec
     Err(problems)
 }
 
-/// Checks one record against the one before it (None: it is the first);
-/// returns its place in the chain, or what is wrong with it.
-fn check(mut record: Record, prev: Option<&ChainTail>) -> Result<ChainTail, String> {
+/// Checks one record (parsed from `line`) against the one before it
+/// (None: it is the first); returns its place in the chain, or what is
+/// wrong with it.
+fn check(mut record: Record, prev: Option<&ChainTail>, line: &[u8]) -> Result<ChainTail, String> {
     let hash = match record.remove("hash") {
         Some(Value::String(h)) => h,
         _ => return Err("record has no hash".into()),
@@ -210,6 +211,21 @@ fn check(mut record: Record, prev: Option<&ChainTail>) -> Result<ChainTail, Stri
     let computed = record_hash(prev_hash, &record).map_err(|e| e.to_string())?;
     if computed != hash {
         return Err(format!("record seq {seq} was altered (hash mismatch)"));
+    }
+    // The hash covers the record as parsed; the line must also be the very
+    // bytes the writer makes of it. Readers disagree on a key given twice
+    // (the parse here keeps the last, some keep the first, some reject the
+    // line), so a line with a second `user` or `command` would verify while
+    // showing others something else.
+    let place = ChainTail {
+        seq: seq.saturating_sub(1),
+        hash: prev_hash.to_owned(),
+    };
+    let written = chain_line(&record, &place).map_err(|e| e.to_string())?.0;
+    if written.strip_suffix(b"\n") != Some(line) {
+        return Err(format!(
+            "record seq {seq} is not as the writer wrote it (a key given twice, keys out of order or spaces added): altered"
+        ));
     }
     match prev {
         None if seq == 1 && prev_hash != GENESIS => {
