@@ -78,7 +78,7 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     // One registry for the process: reloads reuse it, so handler state
     // (healing books, exec tracking) survives them.
     let registry = Arc::new(Registry::builtin());
-    let mut config = Config::load_file(&opts.rules_path, &registry).map_err(AppError::Rules)?;
+    let mut config = Config::start_file(&opts.rules_path, &registry).map_err(AppError::Rules)?;
     if let Some(dir) = &opts.state_dir {
         config.state.dir = dir.clone();
     }

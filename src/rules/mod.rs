@@ -149,6 +149,15 @@ impl Config {
         Config::load_str(&display, &source, registry)
     }
 
+    /// Reads and loads a rules file to start the sidecar with: as
+    /// [`Config::load_file`], and the token files `[server]` names must be
+    /// usable, each problem at its line.
+    pub fn start_file(path: &Path, registry: &Registry) -> Result<Config, Diagnostics> {
+        let (display, source) = read(path)?;
+        let tokens = sections::token_file_problems(&display, &source);
+        Config::load_with(&display, &source, registry, tokens)
+    }
+
     /// Reads and loads a rules file for the running sidecar (a reload):
     /// as [`Config::load_file`], and its rules may send only to the
     /// notify targets in `started_targets`, the ones with a sender (built
@@ -163,14 +172,31 @@ impl Config {
     }
 
     /// `dockwarden check`: [`Config::load_file`], and also whether the
-    /// certificate files `[engine]` names can be used, every problem in one
-    /// list in file order.
+    /// certificate files `[engine]` names and the token files `[server]`
+    /// names can be used, every problem in one list in file order.
     pub fn check_file(path: &Path, registry: &Registry) -> Result<Config, Diagnostics> {
         let (display, source) = read(path)?;
-        let files = sections::engine_file_problems(&display, &source);
-        match Config::load_str(&display, &source, registry) {
+        let mut files = sections::engine_file_problems(&display, &source);
+        files
+            .items
+            .extend(sections::token_file_problems(&display, &source).items);
+        Config::load_with(&display, &source, registry, files)
+    }
+
+    /// [`Config::load_str`], failing also on `files`' problems (of the
+    /// files the rules name), all of them in file order.
+    fn load_with(
+        display: &str,
+        source: &str,
+        registry: &Registry,
+        mut files: Diagnostics,
+    ) -> Result<Config, Diagnostics> {
+        match Config::load_str(display, source, registry) {
             Ok(config) if files.items.is_empty() => Ok(config),
-            Ok(_) => Err(files),
+            Ok(_) => {
+                files.items.sort_by_key(|d| (d.line, d.col));
+                Err(files)
+            }
             Err(mut all) => {
                 all.items.extend(files.items);
                 all.items.sort_by_key(|d| (d.line, d.col));

@@ -105,8 +105,8 @@ pub fn read(top: &mut Table<'_, '_>, span: &Range<usize>, diags: &RefCell<Collec
     let server_config = ServerConfig {
         listen,
         shutdown_grace_secs: server.u64_in("shutdown_grace_secs", 10, 0..3601),
-        token_file: token_file(&mut server, "token_file"),
-        api_token_file: token_file(&mut server, "api_token_file"),
+        token_file: server.str("token_file").map(|(p, _)| p.into()),
+        api_token_file: server.str("api_token_file").map(|(p, _)| p.into()),
     };
     server.finish();
 
@@ -200,8 +200,21 @@ pub fn read(top: &mut Table<'_, '_>, span: &Range<usize>, diags: &RefCell<Collec
 /// reports them; `run` does not refuse to start over them but keeps
 /// retrying the engine, since a file may be mounted later.
 pub fn engine_file_problems(file: &str, source: &str) -> Diagnostics {
+    let mut found = Collector::default();
+    read_top(source, |top, span| {
+        let engine = crate::docker::settings::read(top, &span);
+        for (span, message) in engine.file_problems() {
+            found.error(span, message);
+        }
+    });
+    found.finish(file, source)
+}
+
+/// Runs `read` on the top table of `source` and its span, for the problems
+/// of the files it names only: its own problems are dropped (load_str
+/// reports everything else).
+fn read_top(source: &str, read: impl FnOnce(&mut Table<'_, '_>, std::ops::Range<usize>)) {
     let (root, _) = toml::de::DeTable::parse_recoverable(source);
-    // Only the file problems: load_str reports everything else.
     let scratch = RefCell::new(Collector::default());
     let mut top = Table::new(
         Some(root.get_ref()),
@@ -209,38 +222,40 @@ pub fn engine_file_problems(file: &str, source: &str) -> Diagnostics {
         "the rules file",
         &scratch,
     );
-    let engine = crate::docker::settings::read(&mut top, &root.span());
-    let mut found = Collector::default();
-    for (span, message) in engine.file_problems() {
-        found.error(span, message);
-    }
-    found.finish(file, source)
+    read(&mut top, root.span());
 }
 
 /// The shortest bearer token accepted.
 pub const MIN_TOKEN_CHARS: usize = 16;
 
-/// A bearer token's file, read now so that `check` and a reload report one
-/// missing, unreadable or too short at its line (`run` reads it again at
-/// start; the token is not kept here).
-fn token_file(t: &mut Table<'_, '_>, key: &'static str) -> Option<std::path::PathBuf> {
-    let (path, span) = t.str(key)?;
-    match std::fs::read_to_string(path) {
-        Ok(token) if token.trim().chars().count() >= MIN_TOKEN_CHARS => Some(path.into()),
-        Ok(_) => {
-            t.error(
-                span,
-                format!(
-                    "the token in `{key}` \"{path}\" must be at least {MIN_TOKEN_CHARS} characters"
+/// The bearer token files `[server]` names that `run` could not use:
+/// missing, unreadable or shorter than [`MIN_TOKEN_CHARS`], each at its
+/// line. For `check` and for `run` at start, where they take effect; not a
+/// reload (`[server]` waits for a restart, and a token file replaced
+/// meanwhile must not refuse new rules) nor `replay` (offline, elsewhere).
+pub fn token_file_problems(file: &str, source: &str) -> Diagnostics {
+    let mut found = Collector::default();
+    read_top(source, |top, _| {
+        let Some(mut server) = top.table("server", "[server]") else {
+            return;
+        };
+        for key in ["token_file", "api_token_file"] {
+            let Some((path, span)) = server.str(key) else {
+                continue;
+            };
+            match std::fs::read_to_string(path) {
+                Ok(token) if token.trim().chars().count() >= MIN_TOKEN_CHARS => {}
+                Ok(_) => found.error(
+                    span,
+                    format!(
+                        "the token in `{key}` \"{path}\" must be at least {MIN_TOKEN_CHARS} characters"
+                    ),
                 ),
-            );
-            None
+                Err(e) => found.error(span, format!("cannot read `{key}` \"{path}\": {e}")),
+            }
         }
-        Err(e) => {
-            t.error(span, format!("cannot read `{key}` \"{path}\": {e}"));
-            None
-        }
-    }
+    });
+    found.finish(file, source)
 }
 
 #[cfg(test)]
