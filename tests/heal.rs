@@ -676,6 +676,50 @@ fn other_signals_an_operator_sends_are_respected() {
     );
 }
 
+/// The operator ends an unhealthy container with a signal while its
+/// restart waits out the backoff: the restart is called off, as after
+/// `docker stop`, though the exit code is non-zero.
+#[test]
+fn a_signal_sent_during_an_unhealthy_backoff_calls_the_restart_off() {
+    let clean = Cleanup::for_engine_test();
+    let with = "backoff_initial_ms = 3000\nstop_timeout_secs = 1";
+    let rules = format!("{}{}", unhealthy_rule("restart", with), restart_rule(with));
+    let dw = started(&rules, &[]);
+    let since = now_unix();
+    let name = clean.container(unique("unhealthy-int"));
+    let image = test_image();
+    run_healable(
+        &name,
+        &[
+            &probe("false")[..],
+            &[
+                &image,
+                "sh",
+                "-c",
+                "trap 'exit 130' INT; while :; do sleep 1; done",
+            ],
+        ]
+        .concat(),
+    );
+    let unhealthy = wait_until(Duration::from_secs(10), || {
+        dw.log()
+            .contains(&format!("Will restart {name}: unhealthy"))
+    });
+    assert!(unhealthy, "no restart scheduled:\n{}", dw.log());
+    docker_ok(&["kill", "-s", "INT", &name]);
+    let called_off = wait_until(Duration::from_secs(10), || {
+        dw.log()
+            .contains("it exited after a signal sent through the API")
+    });
+    assert!(called_off, "{}", dw.log());
+    let starts = history(&name, since)
+        .iter()
+        .filter(|(a, _)| a == "start")
+        .count();
+    assert_eq!(starts, 1, "restarted:\n{}", dw.log());
+    assert_eq!(actions(&dw, "restart", "ok"), 0.0);
+}
+
 /// Acceptance 7: a label named `exitCode` cannot hide a crash or fake one.
 #[test]
 fn forged_exit_code_labels_do_not_fool_healing() {

@@ -3,7 +3,7 @@
 //! again, then restarts, recreates or raises memory, and counts the result.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::ContainerUpdateBody;
@@ -46,6 +46,8 @@ impl Heal {
         let event = event.clone();
         let stop_timeout = plan.stop_timeout;
         let max_restarts = plan.max_restarts;
+        // The healer's clock (the events' own offline), as it stamps signals.
+        let decided = self.healer.now(&event);
         ctx.tasks.spawn(async move {
             let name = facts.name.clone();
             let kind = plan.kind;
@@ -57,7 +59,7 @@ impl Heal {
                         return;
                     }
                 }
-                if let Some(why) = no_longer_needed(&docker, &metrics, &healer, &facts, (plan.failure, kind)).await {
+                if let Some(why) = no_longer_needed(&docker, &metrics, &healer, &facts, (plan.failure, kind, decided)).await {
                     healer.call_off_pending(&name, generation);
                     info!(container = %name, rule = %rule_name, action = kind.label(), reason = why, "Scheduled action called off.");
                     return;
@@ -153,13 +155,12 @@ async fn no_longer_needed(
     metrics: &crate::metrics::Metrics,
     healer: &Healer,
     facts: &Facts,
-    (failure, kind): (Failure, Kind),
+    (failure, kind, since): (Failure, Kind, Instant),
 ) -> Option<&'static str> {
-    if healer
-        .book()
-        .get(&facts.name)
-        .is_some_and(|e| e.requested_stop)
-    {
+    let (requested_stop, signalled) = healer.book().get(&facts.name).map_or((false, false), |e| {
+        (e.requested_stop, e.signalled.is_some_and(|t| t >= since))
+    });
+    if requested_stop {
         return Some("stopped or killed through the API meanwhile");
     }
     let now = match docker
@@ -174,6 +175,12 @@ async fn no_longer_needed(
         Err(_) => return Some("the container is gone"),
     };
     match failure {
+        // Down after a signal sent through the API since the action was
+        // decided (`docker kill -s INT`): the operator's doing, as a crash
+        // right after one is.
+        Failure::Unhealthy if !now.running && signalled => {
+            Some("it exited after a signal sent through the API")
+        }
         // It crashed while this restart waited out its backoff. The crash's
         // own `die` found this action scheduled and left the container to
         // it: calling it off would leave the container down. A clean exit,

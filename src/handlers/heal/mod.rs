@@ -241,7 +241,7 @@ impl Heal {
             let mut book = self.healer.book();
             let entry = book.entry(facts.name.clone()).or_default();
             entry.container_id = Some(facts.id.clone());
-            let (counted_before, escalated_before) = (entry.restarts.len(), entry.escalated);
+            let escalated_before = entry.escalated;
             let d = if kind == Kind::Stop {
                 decide_stop(entry, &params, failure, &facts, now)
             } else {
@@ -265,10 +265,11 @@ impl Heal {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let token = ctx.shutdown.child_token();
                 entry.pending = Some((generation, token.clone()));
+                // `decide` counted a restart at `now` for every restart-like
+                // action (it may have let older ones out of the window too,
+                // which stays so).
                 entry.pending_counted = match d {
-                    Decision::Act { .. } if entry.restarts.len() > counted_before => {
-                        entry.restarts.back().copied().map(book::Counted::Restart)
-                    }
+                    Decision::Act { .. } if kind != Kind::Stop => Some(book::Counted::Restart(now)),
                     Decision::Escalate if !escalated_before => Some(book::Counted::Escalation),
                     _ => None,
                 };
