@@ -256,7 +256,13 @@ pub async fn run(opts: RunOptions, shutdown: CancellationToken) -> Result<(), Ap
     let checkpoints = tokio::spawn(crate::progress::checkpoint_task(
         config.state.dir.clone(),
         progress.clone(),
-        resyncs.owed(),
+        (
+            resyncs.owed(),
+            resume
+                .as_ref()
+                .and_then(|cp| cp.resync_owed.as_deref())
+                .map(crate::progress::known_reason),
+        ),
         metrics.clone(),
         shutdown.clone(),
     ));

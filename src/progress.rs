@@ -485,16 +485,17 @@ fn store_counted(dir: &Path, cp: &Checkpoint, metrics: &Metrics) -> Result<(), S
 /// Writes the watermark at most once a second until shutdown, then once
 /// more, after the handlers have finished (`final_write`).
 /// A resync owed is written as soon as it is asked for, and its end too.
+/// `on_disk`: the resync the checkpoint resumed from owes, if any.
 pub async fn checkpoint_task(
     dir: PathBuf,
     progress: Arc<Progress>,
-    owed: Arc<Owed>,
+    (owed, on_disk): (Arc<Owed>, Option<&'static str>),
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut failing = false;
-    let mut written_owed = None;
+    let mut written_owed = on_disk;
     loop {
         tokio::select! {
             _ = tick.tick() => {}

@@ -64,17 +64,12 @@ pub async fn resync_task(mut requests: mpsc::Receiver<&'static str>, wiring: Res
         owed,
         shutdown,
     } = wiring;
-    // A resync whose own events did not all fit in the queue.
-    let mut again: Option<&'static str> = None;
     loop {
-        let reason = match again.take() {
-            Some(r) => r,
-            None => tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = requests.recv() => match r {
-                    Some(r) => r,
-                    None => return,
-                },
+        let reason = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = requests.recv() => match r {
+                Some(r) => r,
+                None => return,
             },
         };
         while requests.try_recv().is_ok() {}
@@ -101,18 +96,21 @@ pub async fn resync_task(mut requests: mpsc::Receiver<&'static str>, wiring: Res
             r = reconcile(&client, &queue, &metrics, &containers, history.as_deref()) => r,
         };
         match reconciled {
-            // Some of what it fed was dropped (the queue was full): still
-            // owed, and done again once the queue has drained.
-            Ok((_, synthetic, dropped)) if dropped > 0 => {
-                warn!(
-                    reason,
-                    synthetic,
-                    dropped,
-                    "Dispatch queue full: resync events dropped; resyncing again once the queue drains."
-                );
-                again = Some("queue_overflow");
-            }
-            Ok((containers, synthetic, _)) => {
+            Ok((containers, synthetic, rest)) => {
+                // What the queue had no room for goes in once it drains
+                // (the same events: a resync again would feed those that
+                // went in twice).
+                let Some(rest) = feed_rest(rest, &queue, &shutdown).await else {
+                    return;
+                };
+                if !rest.is_empty() {
+                    warn!(
+                        reason,
+                        synthetic,
+                        dropped = rest.len(),
+                        "Dispatch queue full for a minute: resync events dropped."
+                    );
+                }
                 owed.done(answers);
                 emit_unattached(
                     &Resynced {
@@ -134,6 +132,32 @@ pub async fn resync_task(mut requests: mpsc::Receiver<&'static str>, wiring: Res
             }
         }
     }
+}
+
+/// Feeds `rest` (a resync's events the queue had no room for) once the
+/// queue is at most a quarter full, checking once a second for a minute;
+/// returns what still did not fit (then dropped), None at shutdown.
+async fn feed_rest(
+    mut rest: Vec<Arc<Event>>,
+    queue: &Enqueue,
+    shutdown: &CancellationToken,
+) -> Option<Vec<Arc<Event>>> {
+    for _ in 0..60 {
+        if rest.is_empty() {
+            break;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        if queue.depth() <= queue.capacity() / 4 {
+            rest = match queue.try_send(rest) {
+                Ok(()) => Vec::new(),
+                Err(left) => left,
+            };
+        }
+    }
+    Some(rest)
 }
 
 /// Waits, after a queue overflow, for the burst to pass: while events are
@@ -167,14 +191,14 @@ async fn settled(
 
 /// Lists and inspects every container, refreshing the container view with
 /// what the engine says now; returns the number of containers, of
-/// synthetic events made, and of those the full queue dropped.
+/// synthetic events made, and those the queue had no room for.
 async fn reconcile(
     docker: &crate::docker::Engine,
     queue: &Enqueue,
     metrics: &Metrics,
     containers: &Containers,
     history: Option<&History>,
-) -> Result<(usize, usize, usize), bollard::errors::Error> {
+) -> Result<(usize, usize, Vec<Arc<Event>>), bollard::errors::Error> {
     let (listed, known) = list_all(docker, containers, metrics).await?;
     let mut live_names = HashSet::new();
     let mut live_ids = HashSet::new();
@@ -225,12 +249,12 @@ async fn reconcile(
     }
     metrics.forget_containers_except(&live_names);
     let synthetic = batch.len();
-    let dropped = if batch.is_empty() {
-        0
+    let rest = if batch.is_empty() {
+        Vec::new()
     } else {
-        queue.try_send(batch).err().map_or(0, |rest| rest.len())
+        queue.try_send(batch).err().unwrap_or_default()
     };
-    Ok((listed.len(), synthetic, dropped))
+    Ok((listed.len(), synthetic, rest))
 }
 
 /// A container in the engine's listing, as far as a resync reads it: the
@@ -335,6 +359,37 @@ mod tests {
                 ))
             })
             .collect()
+    }
+
+    /// A resync's events the queue had no room for go in once it drains,
+    /// not by a resync again (which would feed the others twice); after a
+    /// minute of a full queue they are given up.
+    #[tokio::test(start_paused = true)]
+    async fn a_resyncs_events_that_did_not_fit_go_in_once_the_queue_drains() {
+        let shutdown = CancellationToken::new();
+        let (queue, mut dequeue) = crate::dispatch::queue(4);
+        assert!(queue.try_send(events(4)).is_ok());
+        let drain = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            for _ in dequeue.recv().await.unwrap_or_default() {
+                drop(dequeue.held());
+            }
+            dequeue
+        });
+        let start = Instant::now();
+        let left = feed_rest(events(2), &queue, &shutdown).await;
+        assert_eq!(left.map(|l| l.len()), Some(0));
+        assert!(start.elapsed() >= Duration::from_secs(3));
+        assert_eq!(queue.depth(), 2, "the two went in");
+        let _dequeue = drain.await.expect("drained");
+
+        // Never drained: given back after a minute.
+        let (full, _held) = crate::dispatch::queue(2);
+        assert!(full.try_send(events(2)).is_ok());
+        let start = Instant::now();
+        let left = feed_rest(events(3), &full, &shutdown).await;
+        assert_eq!(left.map(|l| l.len()), Some(3));
+        assert!(start.elapsed() >= Duration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]
