@@ -41,6 +41,10 @@ impl Gap {
         *self.reasons.entry(reason).or_default() += n;
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.dropped == 0
+    }
+
     /// The `audit_gap` record of what was dropped, if anything was; the
     /// count starts again.
     pub(super) fn take_record(&mut self) -> Option<(Record, u64)> {

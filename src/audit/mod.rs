@@ -138,9 +138,16 @@ impl AuditHandle {
         self.metrics.audit_record(severity.label());
         let Some(tx) = &self.tx else { return };
         record.insert("severity".into(), severity.label().into());
-        match tx.try_send(Msg::Record(record)) {
+        // Those the queue dropped since the last record that went in: the
+        // writer tells them ahead of this one, where they were.
+        let dropped_before = self.queue_dropped.swap(0, Ordering::Relaxed);
+        match tx.try_send(Msg::Record(record, dropped_before)) {
             Ok(()) => self.metrics.audit_buffered(1),
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.queue_full(),
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.queue_dropped
+                    .fetch_add(dropped_before, Ordering::Relaxed);
+                self.queue_full();
+            }
         }
     }
 
@@ -165,7 +172,7 @@ impl Captured {
         self.rx
             .try_iter()
             .filter_map(|m| match m {
-                Msg::Record(r) => Some(r),
+                Msg::Record(r, _) => Some(r),
                 Msg::Close => None,
             })
             .collect()
@@ -533,13 +540,14 @@ mod tests {
             );
         }
         std::thread::sleep(Duration::from_millis(300));
-        // Writable again: the five buffered go out at the next retry.
+        // Writable again: the five buffered go out at the next retry, and
+        // the gap right after them, though no record follows yet.
         fs::remove_dir(&path).expect("rmdir");
         let written = (0..100).any(|_| {
             std::thread::sleep(Duration::from_millis(50));
-            fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 5)
+            fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 6)
         });
-        assert!(written, "the buffered records were not written");
+        assert!(written, "the buffered records and the gap were not written");
         h.submit(rec(8), Severity::Low);
         sink.close(Duration::from_secs(10));
         let text = fs::read_to_string(&path).expect("log");

@@ -46,7 +46,9 @@ use crate::metrics::Metrics;
 const LINGER: Duration = Duration::from_millis(2);
 
 pub(super) enum Msg {
-    Record(Record),
+    /// A record, and how many the queue dropped just before it (they go
+    /// into an `audit_gap` record ahead of it).
+    Record(Record, u64),
     /// Write everything, sync, and stop.
     Close,
 }
@@ -68,6 +70,8 @@ pub(super) struct Writer {
     recent: Recent,
     /// Records dropped since the last `audit_gap` record.
     gap: Gap,
+    /// Whether the path is checked against the open file before a write.
+    check_path: bool,
     /// Records the queue to this thread dropped (counted by the handles).
     queue_dropped: Arc<AtomicU64>,
 }
@@ -121,6 +125,7 @@ impl Writer {
             retry_at: None,
             failing: false,
             gap: Gap::default(),
+            check_path: true,
             queue_dropped,
         }
     }
@@ -152,11 +157,23 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => closing = true,
             }
             if closing {
-                // What was dropped since the last record is told too.
+                // What the queue dropped after the last record that went in
+                // is told too (the handles count it).
+                self.gap.add(
+                    self.queue_dropped.swap(0, Ordering::Relaxed),
+                    None,
+                    "queue full",
+                );
                 self.push_gap();
             }
             if self.retry_at.is_none_or(|t| Instant::now() >= t) || closing {
                 self.write_pending();
+                // Drained after an outage with no record since: the gap
+                // is told now, not when (or if) the next record comes.
+                if !self.failing && !self.gap.is_empty() {
+                    self.push_gap();
+                    self.write_pending();
+                }
             }
             if self.dirty
                 && (self.config.fsync == Fsync::Always
@@ -182,7 +199,10 @@ impl Writer {
     fn take(&mut self, msg: Msg) -> bool {
         let mut r = match msg {
             Msg::Close => return true,
-            Msg::Record(r) => r,
+            Msg::Record(r, dropped_before) => {
+                self.gap.add(dropped_before, None, "queue full");
+                r
+            }
         };
         r.entry("host")
             .or_insert_with(|| Value::from(self.host.clone()));
@@ -200,11 +220,6 @@ impl Writer {
             return false;
         }
         self.recent.remember(id);
-        self.gap.add(
-            self.queue_dropped.swap(0, Ordering::Relaxed),
-            None,
-            "queue full",
-        );
         if self.pending.len() >= self.config.buffer_records {
             let severity = r.get("severity").and_then(Value::as_str);
             self.gap.add(1, severity, "buffer full");
@@ -220,11 +235,6 @@ impl Writer {
     /// Queues the `audit_gap` record of what was dropped, if anything was
     /// (one over `buffer_records` at most).
     fn push_gap(&mut self) {
-        self.gap.add(
-            self.queue_dropped.swap(0, Ordering::Relaxed),
-            None,
-            "queue full",
-        );
         if let Some((mut r, dropped)) = self.gap.take_record() {
             warn!(
                 dropped,
@@ -342,7 +352,7 @@ impl Writer {
 
     fn ensure_open(&mut self) -> io::Result<()> {
         if let Some(file) = &self.file {
-            if still_at(file, &self.config.path) {
+            if !self.check_path || still_at(file, &self.config.path) {
                 return Ok(());
             }
             // Deleted or renamed while open (by hand, or by a log rotator
@@ -381,6 +391,12 @@ impl Writer {
         if self.size > 0 && last_byte(&file, self.size)? != b'\n' {
             file.write_all(b"\n")?;
             self.size += 1;
+        }
+        // Some file systems (FUSE, 9p shares) give the open file and its
+        // path different identities: the check would reopen at every batch.
+        if self.check_path && !still_at(&file, path) {
+            warn!(path = %path.display(), "This file system does not tell whether the audit log is still at its path; a deletion while open will not be noticed.");
+            self.check_path = false;
         }
         self.file = Some(file);
         Ok(())
