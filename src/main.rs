@@ -300,23 +300,47 @@ fn replay(inputs: Vec<PathBuf>, rules_path: PathBuf, json: bool) -> ExitCode {
 
 fn verify(args: &[PathBuf]) -> ExitCode {
     use dockwarden::audit;
-    let result = audit::verify_inputs(args)
-        .map_err(|e| vec![e])
-        .and_then(|files| audit::verify(&files).map(|r| (files.len(), r)));
-    match result {
-        Ok((files, (records, first_seq))) => {
-            let note = if first_seq > 1 {
-                format!(" (starting at seq {first_seq}: older records were rotated away)")
-            } else {
-                String::new()
-            };
-            out!("{records} records in {files} file(s), chain intact{note}");
-            ExitCode::SUCCESS
+    let chains = match audit::chains(args) {
+        Ok(chains) => chains,
+        Err(e) => {
+            err!("{e}");
+            return ExitCode::from(1);
         }
-        Err(problems) => {
-            problems.iter().for_each(|e| err!("{e}"));
-            ExitCode::from(1)
+    };
+    // Several logs (a directory of two): each is its own chain, named.
+    let named = chains.len() > 1;
+    let mut intact = true;
+    for files in &chains {
+        let name = match files.last() {
+            Some(live) if named => format!("{}: ", live.display()),
+            _ => String::new(),
+        };
+        match audit::verify(files) {
+            Ok((records, first_seq)) => {
+                let note = if first_seq > 1 {
+                    format!(" (starting at seq {first_seq}: older records were rotated away)")
+                } else {
+                    String::new()
+                };
+                out!(
+                    "{name}{records} records in {} file(s), chain intact{note}",
+                    files.len()
+                );
+            }
+            Err(problems) => {
+                problems.iter().for_each(|e| err!("{e}"));
+                intact = false;
+            }
         }
+    }
+    if chains.is_empty() {
+        err!("{}", audit::VerifyError::Empty);
+        intact = false;
+    }
+    if intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -672,6 +672,30 @@ fn verify_names_a_deleted_rotation() {
     );
 }
 
+/// Two logs in one directory (two sidecars', or a copy beside the log) are
+/// two chains, each verified on its own and named: not one chain that
+/// "lost records" where the second starts.
+#[test]
+fn verify_of_a_directory_checks_each_log_as_its_own_chain() {
+    let dir = TempDir::new("audit-two-logs");
+    let first = dir.path().join("audit.jsonl");
+    let second = dir.path().join("other.jsonl");
+    write_chain(&[rotated(&first, 1), first.clone()], 3);
+    write_chain(std::slice::from_ref(&second), 2);
+    let (code, out) = verify(&[dir.path()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}: 6 records in 2 file(s), chain intact",
+            first.display()
+        )) && out.contains(&format!(
+            "{}: 2 records in 1 file(s), chain intact",
+            second.display()
+        )),
+        "{out}"
+    );
+}
+
 /// A line a crash cut short, which the writer keeps on a line of its own
 /// and continues the chain before, is reported as a torn record at
 /// FILE:LINE (a failure, but not called altered), and the chain is checked

@@ -48,15 +48,26 @@ pub enum VerifyError {
 /// directory its `*.jsonl` logs with their rotations (`.N` … `.1`, then the
 /// live file).
 pub fn verify_inputs(args: &[PathBuf]) -> Result<Vec<PathBuf>, VerifyError> {
-    let mut files = Vec::new();
+    Ok(chains(args)?.into_iter().flatten().collect())
+}
+
+/// The chains to verify, each its files oldest first: the files given, in
+/// order, are one chain; each log of a directory is one of its own (two
+/// sidecars' logs, or a copy, side by side are not one chain).
+pub fn chains(args: &[PathBuf]) -> Result<Vec<Vec<PathBuf>>, VerifyError> {
+    let mut given = Vec::new();
+    let mut chains = Vec::new();
     for arg in args {
         if arg.is_dir() {
-            files.extend(logs_in(arg)?);
+            chains.extend(logs_in(arg)?);
         } else {
-            files.push(arg.clone());
+            given.push(arg.clone());
         }
     }
-    Ok(files)
+    if !given.is_empty() {
+        chains.insert(0, given);
+    }
+    Ok(chains)
 }
 
 /// The logs of `dir`, oldest first, each with every rotation present.
@@ -66,7 +77,7 @@ pub fn verify_inputs(args: &[PathBuf]) -> Result<Vec<PathBuf>, VerifyError> {
 /// without them. Rotation keeps the numbers contiguous (`writer::rotate`),
 /// so a number missing below the highest present, or a live file missing
 /// beside its rotations, is a file deleted or renamed: an error naming it.
-fn logs_in(dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
+fn logs_in(dir: &Path) -> Result<Vec<Vec<PathBuf>>, VerifyError> {
     let unreadable = |e: std::io::Error| VerifyError::Read {
         file: dir.display().to_string(),
         reason: e.to_string(),
@@ -102,7 +113,7 @@ fn logs_in(dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
                 oldest: numbered(&log, highest).display().to_string(),
             });
         }
-        files.extend(numbers.iter().rev().map(|&n| numbered(&log, n)));
+        files.push(numbers.iter().rev().map(|&n| numbered(&log, n)).collect());
     }
     Ok(files)
 }
