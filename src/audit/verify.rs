@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::Record;
-use super::chain::{ChainTail, GENESIS, chain_line, record_hash};
+use super::chain::{ChainTail, GENESIS, chain_line};
 use super::writer::{rotated, rotations};
 
 /// Why a chain does not verify.
@@ -219,12 +219,9 @@ fn check(mut record: Record, prev: Option<&ChainTail>, line: &[u8]) -> Result<Ch
         .get("prev_hash")
         .and_then(Value::as_str)
         .ok_or("record has no prev_hash")?;
-    let computed = record_hash(prev_hash, &record).map_err(|e| e.to_string())?;
-    if computed != hash {
-        return Err(format!("record seq {seq} was altered (hash mismatch)"));
-    }
-    // The hash covers the record as parsed; the line must also be the very
-    // bytes the writer makes of it. Readers disagree on a key given twice
+    // What the writer makes of this record in its place: the hash, and the
+    // very bytes of its line. The hash covers the record as parsed; the
+    // bytes catch what parsing hides: readers disagree on a key given twice
     // (the parse here keeps the last, some keep the first, some reject the
     // line), so a line with a second `user` or `command` would verify while
     // showing others something else.
@@ -232,7 +229,10 @@ fn check(mut record: Record, prev: Option<&ChainTail>, line: &[u8]) -> Result<Ch
         seq: seq.saturating_sub(1),
         hash: prev_hash.to_owned(),
     };
-    let written = chain_line(&record, &place).map_err(|e| e.to_string())?.0;
+    let (written, computed) = chain_line(&record, &place).map_err(|e| e.to_string())?;
+    if computed != hash {
+        return Err(format!("record seq {seq} was altered (hash mismatch)"));
+    }
     if written.strip_suffix(b"\n") != Some(line) {
         return Err(format!(
             "record seq {seq} is not as the writer wrote it (a key given twice, keys out of order or spaces added): altered"
