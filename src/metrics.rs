@@ -21,6 +21,14 @@ use prometheus::{
 
 use crate::event::Labels;
 
+/// The reasons of `dockwarden_stream_resyncs_total`: its only label values.
+pub const RESYNC_REASONS: [&str; 4] = [
+    "startup",
+    "ring_overflow",
+    "engine_restart",
+    "queue_overflow",
+];
+
 /// The metrics of one dockwarden process.
 pub struct Metrics {
     registry: Registry,
@@ -323,12 +331,7 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
-        for reason in [
-            "startup",
-            "ring_overflow",
-            "engine_restart",
-            "queue_overflow",
-        ] {
+        for reason in RESYNC_REASONS {
             resyncs.with_label_values(&[reason]);
         }
         let notifications = reg(

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::Record;
+use super::{Record, Severity};
 use crate::clock::{rfc3339_nanos, unix_nanos};
 
 /// Records dropped since the last `audit_gap` record.
@@ -56,10 +56,16 @@ impl Gap {
         r.insert("kind".into(), "audit_gap".into());
         r.insert("time".into(), rfc3339_nanos(unix_nanos()).into());
         // As severe as the worst it stands for, for alerts on severity.
-        let worst = ["critical", "high", "medium", "low"]
-            .into_iter()
-            .find(|s| gap.severities.contains_key(*s))
-            .unwrap_or("high");
+        let worst = [
+            Severity::Critical,
+            Severity::High,
+            Severity::Medium,
+            Severity::Low,
+        ]
+        .map(Severity::label)
+        .into_iter()
+        .find(|s| gap.severities.contains_key(*s))
+        .unwrap_or(Severity::High.label());
         r.insert("severity".into(), worst.into());
         r.insert("dropped".into(), gap.dropped.into());
         r.insert(

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use crate::lock::lock;
+use crate::metrics::RESYNC_REASONS;
 
 /// Where gaps, drops and the start ask for a resync.
 #[derive(Clone)]
@@ -80,12 +81,10 @@ impl Owed {
 /// The reason a checkpoint's `resync_owed` names, as the metric's label
 /// knows it (a file edited by hand cannot add a label value).
 pub fn known_reason(reason: &str) -> &'static str {
-    match reason {
-        "queue_overflow" => "queue_overflow",
-        "ring_overflow" => "ring_overflow",
-        "engine_restart" => "engine_restart",
-        _ => "startup",
-    }
+    RESYNC_REASONS
+        .into_iter()
+        .find(|known| *known == reason)
+        .unwrap_or("startup")
 }
 
 #[cfg(test)]
