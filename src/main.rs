@@ -315,7 +315,9 @@ fn verify(args: &[PathBuf]) -> ExitCode {
             Some(live) if named => format!("{}: ", live.display()),
             _ => String::new(),
         };
-        match audit::verify(files) {
+        // A batch being appended meanwhile can leave the live file's last
+        // line half written for a moment.
+        match audit::verify_settled(files, std::time::Duration::from_secs(2)) {
             Ok((records, first_seq)) => {
                 let note = if first_seq > 1 {
                     format!(" (starting at seq {first_seq}: older records were rotated away)")

@@ -729,3 +729,48 @@ fn verify_reports_a_torn_record_and_checks_on_past_it() {
     let seq6 = format!("{}:7: record seq 6 was altered", log.display());
     assert!(out.contains(&seq6), "{out}");
 }
+
+/// `audit verify` run while the sidecar appends a batch can read the live
+/// file's last line half written. That is looked at again, not called
+/// torn: the line is checked once it is finished. A last line that stays
+/// unfinished was cut short by a crash, and is reported as torn.
+#[test]
+fn verify_waits_for_a_last_line_being_written() {
+    let dir = TempDir::new("audit-live-tail");
+    let log = dir.path().join("audit.jsonl");
+    let mut tail = ChainTail::default();
+    let lines = chain_lines(&mut tail, 4);
+    let (head, rest) = lines[3].split_at(lines[3].len() / 2);
+    std::fs::write(&log, [&lines[..3].concat(), head].concat()).expect("write");
+    let writer = {
+        let (log, rest) = (log.clone(), rest.to_vec());
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(400));
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .expect("open the log to append");
+            std::io::Write::write_all(&mut f, &rest).expect("finish the line");
+        })
+    };
+    let (code, out) = verify(&[&log]);
+    writer.join().expect("the writer thread");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("4 records in 1 file(s), chain intact"),
+        "{out}"
+    );
+
+    // Never finished: a crash cut it short.
+    std::fs::write(&log, [&lines[..3].concat(), head].concat()).expect("write");
+    let (code, out) = verify(&[&log]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("{}:4: torn record", log.display())),
+        "{out}"
+    );
+    assert!(
+        !out.contains("intact") && !out.contains("was altered"),
+        "{out}"
+    );
+}

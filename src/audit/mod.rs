@@ -43,7 +43,7 @@ use writer::{Msg, Writer};
 
 pub use chain::{ChainTail, GENESIS, chain_line, record_hash};
 pub use identity::identity;
-pub use verify::{VerifyError, chains, verify, verify_inputs};
+pub use verify::{VerifyError, chains, verify, verify_inputs, verify_settled};
 pub use writer::rotated;
 
 /// One audit record, before it is chained: a JSON object.

@@ -1,7 +1,9 @@
 //! `dockwarden audit verify`: checks the chain of an audit log and its
 //! rotations, oldest file first, and names the first file and line that was
 //! altered, removed, inserted or reordered. A record a crash cut short is
-//! named too, as torn, and the check goes on past it.
+//! named too, as torn, and the check goes on past it. An unfinished last
+//! line of the live file may be a write in progress: [`verify_settled`]
+//! looks again before it calls it torn.
 //!
 //! It owns reading a log back as evidence; it must not write, and it shares
 //! the line format with the writer only through `chain`.
@@ -10,6 +12,7 @@ use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -40,6 +43,10 @@ pub enum VerifyError {
         "{file}:{line}: torn record: the line stops mid-record, as a write cut short by a crash leaves it; that record was lost (not altered), and the chain is checked on from the record before it"
     )]
     Torn { file: String, line: usize },
+    #[error(
+        "{file}:{line}: torn record: the live file's last line stops mid-record and stayed so while checked again: a write cut short by a crash (the writer ends the line at its next start); that record was lost (not altered)"
+    )]
+    Unfinished { file: String, line: usize },
     #[error("no audit records found")]
     Empty,
 }
@@ -136,7 +143,7 @@ pub fn verify(files: &[PathBuf]) -> Result<(u64, u64), Vec<VerifyError>> {
     let mut first_seq = 0;
     let mut count = 0u64;
     let mut problems = Vec::new();
-    for file in files {
+    for (n, file) in files.iter().enumerate() {
         let name = file.display().to_string();
         let unreadable = |e: std::io::Error| VerifyError::Read {
             file: name.clone(),
@@ -146,27 +153,49 @@ pub fn verify(files: &[PathBuf]) -> Result<(u64, u64), Vec<VerifyError>> {
             Ok(f) => f,
             Err(e) => return failed(problems, unreadable(e)),
         };
-        for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
-            let line = match line {
-                Ok(line) => line,
+        let last_file = n + 1 == files.len();
+        let mut reader = BufReader::new(f);
+        let mut line = Vec::new();
+        let mut i = 0;
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => {}
                 Err(e) => return failed(problems, unreadable(e)),
-            };
+            }
+            // Whether the line was ended: the writer ends each record, and
+            // a torn one when it starts again.
+            let ended = line.last() == Some(&b'\n');
+            if ended {
+                line.pop();
+            }
+            i += 1;
             if line.trim_ascii().is_empty() {
                 continue;
             }
             let broken = |problem: String| VerifyError::Broken {
                 file: name.clone(),
-                line: i + 1,
+                line: i,
                 problem,
             };
             let record: Record = match serde_json::from_slice(&line) {
                 Ok(record) => record,
+                // Not ended, at the end of the live file: perhaps still
+                // being written.
+                Err(_) if torn(&line) && !ended && last_file => {
+                    problems.push(VerifyError::Unfinished {
+                        file: name.clone(),
+                        line: i,
+                    });
+                    continue;
+                }
                 // The writer continues the chain from the record before a
                 // torn line, so the next record is checked against that.
                 Err(_) if torn(&line) => {
                     problems.push(VerifyError::Torn {
                         file: name.clone(),
-                        line: i + 1,
+                        line: i,
                     });
                     continue;
                 }
@@ -194,6 +223,27 @@ pub fn verify(files: &[PathBuf]) -> Result<(u64, u64), Vec<VerifyError>> {
         Ok((count, first_seq))
     } else {
         Err(problems)
+    }
+}
+
+/// [`verify`], looked at again for up to `patience` while the only thing
+/// wrong is the live file's unfinished last line: the writer appends a
+/// batch in one write, which a reader can see half done. A line that stays
+/// unfinished was cut short by a crash, and is reported as torn.
+pub fn verify_settled(
+    files: &[PathBuf],
+    patience: Duration,
+) -> Result<(u64, u64), Vec<VerifyError>> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let verdict = verify(files);
+        let unfinished = |p: &VerifyError| matches!(p, VerifyError::Unfinished { .. });
+        match &verdict {
+            Err(problems) if problems.iter().any(unfinished) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            _ => return verdict,
+        }
     }
 }
 
