@@ -557,6 +557,61 @@ fn half_open_stall_is_noticed_and_caught_up() {
     dw.wait_ready(Duration::from_secs(5));
 }
 
+/// After the host's clock steps back (NTP, a resumed VM), the newest event
+/// read is stamped ahead of the clock. The idle probe then used to ask the
+/// engine for `since` after `until`, which it refuses (400): a healthy quiet
+/// stream was replaced every `idle_ping_secs` until the clock caught up. An
+/// event stamped a minute ahead, injected into the live stream, stands in
+/// for the step. The probe must still find a stream that went half-open.
+#[test]
+fn a_quiet_stream_after_the_clock_stepped_back_is_not_called_dead() {
+    let clean = setup();
+    let rules = format!("[source]\nidle_ping_secs = 2\n{LOG_ALL}");
+    let (proxy, dw) = behind_proxy(&rules);
+    let ahead = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos()
+        + 60_000_000_000;
+    let event = format!(
+        "{{\"Type\":\"container\",\"Action\":\"start\",\"Actor\":{{\"ID\":\"0123456789ab\",\"Attributes\":{{\"name\":\"stamped-ahead\"}}}},\"scope\":\"local\",\"time\":{},\"timeNano\":{ahead}}}\n",
+        ahead / 1_000_000_000
+    );
+    assert!(
+        proxy.inject_to_client(event.as_bytes()) >= 1,
+        "no live stream to inject into"
+    );
+    assert!(dw.wait_for_log("stamped-ahead", Duration::from_secs(5)));
+    // Three probes' worth of silence.
+    thread::sleep(Duration::from_secs(7));
+    let m = dw.metrics();
+    assert_eq!(
+        m.get("dockwarden_stream_reconnects_total", &[]),
+        0.0,
+        "a quiet, healthy stream was replaced:\n{}",
+        dw.log()
+    );
+    assert!(!dw.log().contains("did not answer a probe"), "{}", dw.log());
+
+    // Half-open now: the probe asks from the silence's start, and finds
+    // what the stream did not deliver.
+    assert!(proxy.stall_all() >= 1, "no live stream to stall");
+    let name = clean.container(unique("after-step"));
+    docker_ok(&["run", "--rm", "--name", &name, &test_image(), "true"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            dw.metrics().get("dockwarden_stream_reconnects_total", &[]) >= 1.0
+        }),
+        "the half-open stream was never replaced:\n{}",
+        dw.log()
+    );
+    assert!(
+        dw.log().contains("this stream did not deliver"),
+        "{}",
+        dw.log()
+    );
+}
+
 /// A log pipe that closes (a log shipper restarting) must not make the
 /// sidecar deaf or deaf to SIGTERM: writes are lost, the process goes on.
 #[test]

@@ -63,8 +63,29 @@ impl Dedup {
     /// The `since` query value to resume from, if anything was read:
     /// [`RESUME_MARGIN_NANOS`] before the newest event, not before the start.
     pub fn since(&self) -> Option<String> {
+        self.since_nanos().map(format_since)
+    }
+
+    fn since_nanos(&self) -> Option<i64> {
         (self.last_time_nano > 0)
-            .then(|| format_since((self.last_time_nano - RESUME_MARGIN_NANOS).max(self.floor_nano)))
+            .then(|| (self.last_time_nano - RESUME_MARGIN_NANOS).max(self.floor_nano))
+    }
+
+    /// Where a probe at `now` (the host's clock), after a `silence` of the
+    /// stream, asks what the engine logged from: where a reconnect would
+    /// resume. Unless the clock was stepped back past that (NTP, a resumed
+    /// VM): the engine refuses a `since` after `until` (400), and every
+    /// probe would call a healthy stream dead until the clock caught up.
+    /// What the engine logged during the silence is stamped by the clock as
+    /// it is now, so the probe asks from the silence's start instead.
+    pub fn probe_since(&self, now: i64, silence: std::time::Duration) -> Option<i64> {
+        let since = self.since_nanos()?;
+        let silence = i64::try_from(silence.as_nanos()).unwrap_or(i64::MAX);
+        Some(if since > now {
+            now.saturating_sub(silence)
+        } else {
+            since
+        })
     }
 
     /// Resumes from `time_nano` if nothing was read yet: a checkpoint's
@@ -90,6 +111,22 @@ pub fn format_since(time_nano: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_after_the_clock_stepped_back_asks_from_the_silence_s_start() {
+        const S: i64 = 1_000_000_000;
+        let silence = std::time::Duration::from_secs(30);
+        let mut d = Dedup::default();
+        assert_eq!(d.probe_since(1_000 * S, silence), None);
+        d.start_at(900 * S);
+        assert!(d.admit(&ev(990 * S, "start", "a")));
+        // As a reconnect would resume: the margin before the newest event.
+        assert_eq!(d.probe_since(1_000 * S, silence), Some(989 * S));
+        // The clock now reads 10 s before the newest event: never a `since`
+        // after the `until` (now) the probe sends.
+        assert_eq!(d.probe_since(980 * S, silence), Some(950 * S));
+        assert_eq!(d.since(), Some(format_since(989 * S)));
+    }
 
     fn ev(t: i64, action: &str, id: &str) -> Event {
         let line = format!(

@@ -172,7 +172,7 @@ impl Source {
                     if last_frame.elapsed() < self.idle_ping {
                         continue;
                     }
-                    match self.probe(api).await {
+                    match self.probe(api, last_frame.elapsed()).await {
                         Probe::Shutdown => return Ok(End::Shutdown),
                         Probe::Dead(why) => {
                             self.flush_rest();
@@ -251,9 +251,9 @@ impl Source {
     }
 
     /// After a silence: is the stream only quiet, or dead?
-    async fn probe(&self, api: &str) -> Probe {
+    async fn probe(&self, api: &str, silence: Duration) -> Probe {
         let probe = tokio::select! {
-            r = tokio::time::timeout(PROBE_TIMEOUT, self.missed_events(api)) => r,
+            r = tokio::time::timeout(PROBE_TIMEOUT, self.missed_events(api, silence)) => r,
             _ = self.shutdown.cancelled() => return Probe::Shutdown,
         };
         match probe {
@@ -272,11 +272,12 @@ impl Source {
     /// Asks the engine on a fresh connection for what it logged since the
     /// last event read: anything this stream has not delivered means the
     /// stream is dead (half-open) though the engine is not.
-    async fn missed_events(&self, api: &str) -> Result<usize, SourceError> {
-        let Some(since) = self.sink.since() else {
+    async fn missed_events(&self, api: &str, silence: Duration) -> Result<usize, SourceError> {
+        let now = unix_nanos();
+        let Some(since) = self.sink.probe_since(now, silence) else {
             return Ok(0);
         };
-        let until = format_since(unix_nanos());
+        let (since, until) = (format_since(since), format_since(now));
         let path = format!("/v{api}/events?since={since}&until={until}");
         let bytes = http::get_all(&self.endpoint, &path).await?;
         Ok(bytes

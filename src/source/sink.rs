@@ -206,6 +206,11 @@ impl Sink {
         self.dedup.since()
     }
 
+    /// Where a probe at `now`, after `silence`, asks the engine from.
+    pub fn probe_since(&self, now: i64, silence: std::time::Duration) -> Option<i64> {
+        self.dedup.probe_since(now, silence)
+    }
+
     /// Whether `event` was read already.
     pub fn has_seen(&self, event: &Event) -> bool {
         self.dedup.has_seen(event)
