@@ -465,6 +465,71 @@ fn restart_policy_is_left_to_docker_except_when_unhealthy() {
     );
 }
 
+/// Docker's restart policy starting a crashed container again is not an
+/// operator's start: the breaker stays open (it used to close, and healing
+/// started over on a container that had used up its restarts). The engine
+/// tells the two apart by `RestartCount`, which a start through the API
+/// sets to 0, as `docker stop` and `docker start` then show.
+#[test]
+fn a_start_by_docker_s_restart_policy_keeps_the_breaker_open() {
+    let clean = Cleanup::for_engine_test();
+    let dw = started(
+        &unhealthy_rule(
+            "restart",
+            "max_restarts = 1\nthen = \"none\"\nbackoff_initial_ms = 100\nstop_timeout_secs = 1",
+        ),
+        &[],
+    );
+    let name = clean.container(unique("policy-breaker"));
+    let image = test_image();
+    // Unhealthy at once; exits 3 once /tmp/crash exists (a start clears it).
+    let mut args = vec!["--restart", "always"];
+    args.extend(probe("false"));
+    args.extend([
+        image.as_str(),
+        "sh",
+        "-c",
+        "rm -f /tmp/crash; while [ ! -e /tmp/crash ]; do sleep 0.1; done; exit 3",
+    ]);
+    run_healable(&name, &args);
+    assert!(
+        wait_until(Duration::from_secs(20), || dw
+            .metrics()
+            .get("dockwarden_breaker_open", &[])
+            == 1.0),
+        "breaker never opened:\n{}",
+        dw.log()
+    );
+    assert_eq!(restarts(&dw, &name), 1.0);
+
+    docker_ok(&["exec", &name, "touch", "/tmp/crash"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || inspect(&name)["RestartCount"]
+            .as_i64()
+            >= Some(1)),
+        "Docker's policy did not start it again"
+    );
+    assert!(
+        dw.wait_for_log("Breaker stays open", Duration::from_secs(5)),
+        "{}",
+        dw.log()
+    );
+    // Unhealthy again within 300 ms: a closed breaker would restart it.
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(dw.metrics().get("dockwarden_breaker_open", &[]), 1.0);
+    assert_eq!(restarts(&dw, &name), 1.0, "{}", dw.log());
+    assert!(!dw.log().contains("Breaker closed."), "{}", dw.log());
+
+    // An operator's stop and start closes it.
+    docker_ok(&["stop", "-t", "1", &name]);
+    docker_ok(&["start", &name]);
+    assert!(
+        dw.wait_for_log("Breaker closed.", Duration::from_secs(10)),
+        "{}",
+        dw.log()
+    );
+}
+
 /// Acceptance 6: the restart call for an unhealthy container is issued
 /// within 1 s of its `health_status: unhealthy` event (the engine's `kill`
 /// event marks the call).

@@ -123,6 +123,18 @@ impl Entry {
     }
 }
 
+/// Closes the breaker of `e`, container `id` started at `now`: healing
+/// starts over, and what the status API shows of the last action stays.
+fn close_breaker(e: &mut Entry, id: &str, now: Instant) {
+    *e = Entry {
+        last_start: Some(now),
+        container_id: Some(id.to_owned()),
+        last_action: e.last_action,
+        labels_reported: e.labels_reported,
+        ..Entry::default()
+    };
+}
+
 /// What deciding on an action counts before it is carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Counted {
@@ -135,8 +147,9 @@ pub(super) enum Counted {
 /// The shared state of the heal handlers, and their observer.
 #[derive(Default)]
 pub struct Healer {
-    /// By container name: survives a recreate.
-    pub(super) book: Mutex<foldhash::HashMap<String, Entry>>,
+    /// By container name: survives a recreate. Shared with the check of
+    /// who started a container whose breaker is open.
+    pub(super) book: Arc<Mutex<foldhash::HashMap<String, Entry>>>,
     pub(super) generation: std::sync::atomic::AtomicU64,
     /// Set for `dockwarden replay`: the events' clock, no engine, a journal.
     pub(super) offline: Option<Offline>,
@@ -362,29 +375,72 @@ impl Observer for Healer {
                 // Started by someone else: a pending action is moot, and
                 // an operator's start closes the breaker.
                 e.call_off(&name, "started by someone else");
-                if e.breaker_open {
-                    let rule = e.rule.clone();
-                    *e = Entry {
-                        last_start: Some(now),
-                        container_id: Some(id.to_owned()),
-                        last_action: e.last_action,
-                        labels_reported: e.labels_reported,
-                        ..Entry::default()
-                    };
-                    self.note_closed(rule, &name, "started by hand");
-                    // A dry run's breaker was never counted open.
-                    ctx.emit(
-                        &BreakerClosed {
-                            container: &name,
-                            reason: "started by hand",
-                            dry_run: ctx.dry_run,
-                        },
-                        Some(About {
-                            id,
-                            name: &name,
-                            cause: event,
-                        }),
-                    );
+                if !e.breaker_open {
+                    return;
+                }
+                // Docker's own restart policy starts a crashed container
+                // again too, and a `start` does not say who started it. The
+                // engine counts its policy's restarts (`RestartCount`) and
+                // sets the count to 0 at a start through the API: asked
+                // off the lane (an observer never waits), only a count of 0
+                // closes the breaker. Offline, or with no engine to ask,
+                // the start is taken for an operator's, as before.
+                match (&self.offline, ctx.docker.get()) {
+                    (None, Ok(docker)) => {
+                        let book = self.book.clone();
+                        let (containers, emitter) = (ctx.containers.clone(), ctx.emitter());
+                        let (dry_run, event) = (ctx.dry_run, event.clone());
+                        ctx.tasks.spawn(async move {
+                            let id = event.actor_id.as_str();
+                            let by_policy = match containers.inspect(&docker, id).await {
+                                Ok(c) => c.state.restart_count > 0,
+                                // Gone, or denied: nothing to keep open for.
+                                Err(_) => false,
+                            };
+                            let mut book = lock(&book);
+                            let Some(e) = book.get_mut(&name).filter(|e| {
+                                e.breaker_open && e.container_id.as_deref() == Some(id)
+                            }) else {
+                                return;
+                            };
+                            if by_policy {
+                                info!(container = %name, "Breaker stays open: Docker's restart policy started the container again.");
+                                return;
+                            }
+                            close_breaker(e, id, now);
+                            drop(book);
+                            emitter.emit(
+                                &BreakerClosed {
+                                    container: &name,
+                                    reason: "started by hand",
+                                    dry_run,
+                                },
+                                Some(About {
+                                    id,
+                                    name: &name,
+                                    cause: &event,
+                                }),
+                            );
+                        });
+                    }
+                    _ => {
+                        let rule = e.rule.clone();
+                        close_breaker(e, id, now);
+                        self.note_closed(rule, &name, "started by hand");
+                        // A dry run's breaker was never counted open.
+                        ctx.emit(
+                            &BreakerClosed {
+                                container: &name,
+                                reason: "started by hand",
+                                dry_run: ctx.dry_run,
+                            },
+                            Some(About {
+                                id,
+                                name: &name,
+                                cause: event,
+                            }),
+                        );
+                    }
                 }
             }
             "rename" => {
