@@ -9,6 +9,7 @@ mod entry;
 mod guard;
 mod history;
 mod listen;
+mod passwords;
 mod tls;
 mod web_config;
 

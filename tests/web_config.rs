@@ -627,6 +627,90 @@ fn the_file_is_read_again_when_it_changes() {
     assert_not_logged(&dw, &["new-password", "old-password"]);
 }
 
+/// A client guessing passwords cannot make the others wait behind it:
+/// bcrypt runs one check at a time, and each client address gets one check
+/// waiting or running at a time (another request meanwhile is answered 429
+/// at once). Twelve guessers on 127.0.0.2 used to queue twelve checks ahead
+/// of Prometheus's first login on 127.0.0.1, which then waited for all of
+/// them; now it waits for one at most.
+#[test]
+fn a_password_guesser_does_not_hold_up_other_clients() {
+    require_docker();
+    let dir = TempDir::new("web-guesser");
+    let web = write_web_config(
+        dir.path(),
+        &format!(
+            "basic_auth_users:\n  prometheus: {}\n  grafana: {}\n",
+            bcrypt_hash(PASSWORD),
+            bcrypt_hash(PASSWORD)
+        ),
+    );
+    let mut dw = start(LOG_ALL, &web, &[]);
+    let url = format!("http://127.0.0.1:{}/metrics", dw.addr().port());
+    wait_ready(&mut dw, &["-u", &format!("grafana:{PASSWORD}")], &url);
+    // What one check costs here: a login not seen before.
+    let timed = |user: &str| {
+        let started = Instant::now();
+        let status = curl(&["-u", &format!("{user}:{PASSWORD}")], &url).status;
+        (status, started.elapsed())
+    };
+    let (status, one_check) = timed("grafana");
+    assert_eq!(status, 200, "a cached login");
+    let grafana = bcrypt_hash("another-password-for-grafana");
+    write_web_config(
+        dir.path(),
+        &format!(
+            "basic_auth_users:\n  prometheus: {}\n  grafana: {grafana}\n",
+            bcrypt_hash(PASSWORD)
+        ),
+    );
+    let started = Instant::now();
+    assert_eq!(
+        curl(&["-u", "grafana:another-password-for-grafana"], &url).status,
+        200
+    );
+    let one_check = one_check.max(started.elapsed());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let guessers: Vec<_> = (0..12)
+        .map(|n| {
+            let (stop, url) = (stop.clone(), url.clone());
+            thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut guess = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    guess += 1;
+                    let user = format!("prometheus:guess-{n}-{guess}");
+                    let got = curl(&["--interface", "127.0.0.2", "-u", &user], &url);
+                    if got.status == 429 {
+                        thread::sleep(Duration::from_millis(200));
+                    }
+                    seen.push(got.status);
+                }
+                seen
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(1500));
+    let (status, took) = timed("prometheus");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen: Vec<u16> = guessers
+        .into_iter()
+        .flat_map(|g| g.join().expect("a guesser thread"))
+        .collect();
+    assert_eq!(status, 200, "{}", dw.log());
+    assert!(
+        took < one_check * 4,
+        "Prometheus's first login took {took:?}, one check {one_check:?}: it waited behind the guesser's checks"
+    );
+    assert!(
+        seen.contains(&429),
+        "the guesser was never told to wait: {seen:?}"
+    );
+    assert!(seen.contains(&401), "{seen:?}");
+    assert!(!seen.contains(&200), "a guess passed: {seen:?}");
+}
+
 #[test]
 fn emptying_the_users_while_running_is_refused() {
     require_docker();

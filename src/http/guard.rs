@@ -17,13 +17,15 @@
 //!   carries one credential, and basic auth never opens those two);
 //! * everything else: a `basic_auth_users` password, if any users are set.
 //!
-//! bcrypt is slow (tens of ms at cost 10), so verdicts are cached (at most
-//! [`CACHE_SIZE`]) under the SHA-256 of user, hash and password: the cache
-//! holds no password, and a changed hash misses it. One verification runs at
-//! a time, off the async workers, as in the toolkit. Passwords are never
-//! logged.
+//! bcrypt is slow (tens of ms at cost 10), so verdicts are kept
+//! ([`super::passwords`]) under the SHA-256 of user, hash and password: the
+//! cache holds no password, and a changed hash misses it. One verification
+//! runs at a time, off the async workers, as in the toolkit; unlike it, a
+//! client address gets one check at a time (another request meanwhile is
+//! answered 429), so a client guessing passwords cannot make the others
+//! wait behind its queue. Passwords are never logged.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,15 +35,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 use tracing::{debug, error, info};
 
 use super::listen::Peer;
+use super::passwords::{Checking, Verdicts, cache_key};
 use super::web_config::{self, WebConfig, WebConfigError};
 use crate::lock::lock;
-
-/// Verdicts kept, as in the toolkit.
-pub const CACHE_SIZE: usize = 100;
 
 /// A file that was refused is tried again at most this often.
 const RETRY: Duration = Duration::from_secs(1);
@@ -55,8 +54,18 @@ pub struct Web {
     path: PathBuf,
     open_probes: bool,
     live: Mutex<Live>,
-    cache: Mutex<HashMap<[u8; 32], bool>>,
+    cache: Mutex<Verdicts>,
     bcrypt: tokio::sync::Semaphore,
+    checking: Checking,
+}
+
+/// What a password check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    Pass,
+    Fail,
+    /// The client has another check waiting or running.
+    Busy,
 }
 
 struct Live {
@@ -89,8 +98,9 @@ impl Web {
                 bytes,
                 refused: None,
             }),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Verdicts::default()),
             bcrypt: tokio::sync::Semaphore::new(1),
+            checking: Checking::default(),
         }))
     }
 
@@ -173,34 +183,44 @@ impl Web {
         live.config.clone()
     }
 
-    /// Whether `password` is `user`'s in `config`.
-    async fn verify(&self, config: &WebConfig, user: &str, password: Vec<u8>) -> bool {
+    /// Whether `password` is `user`'s in `config`, asked by `client`.
+    async fn verify(
+        &self,
+        config: &WebConfig,
+        user: &str,
+        password: Vec<u8>,
+        client: IpAddr,
+    ) -> Check {
         let (hash, known) = match config.users.get(user) {
             Some(h) => (h.clone(), true),
             None => (UNKNOWN_USER_HASH.to_owned(), false),
         };
+        let verdict = |passed: bool| {
+            if passed && known {
+                Check::Pass
+            } else {
+                Check::Fail
+            }
+        };
         let key = cache_key(user, &hash, &password);
-        if let Some(ok) = lock(&self.cache).get(&key) {
-            return *ok && known;
+        if let Some(passed) = lock(&self.cache).get(&key) {
+            return verdict(passed);
         }
+        let Some(_slot) = self.checking.claim(client) else {
+            return Check::Busy;
+        };
         let Ok(_one_at_a_time) = self.bcrypt.acquire().await else {
-            return false;
+            return Check::Fail;
         };
         // Another request may have settled it while this one waited.
-        if let Some(ok) = lock(&self.cache).get(&key) {
-            return *ok && known;
+        if let Some(passed) = lock(&self.cache).get(&key) {
+            return verdict(passed);
         }
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(&password, &hash))
+        let passed = tokio::task::spawn_blocking(move || bcrypt::verify(&password, &hash))
             .await
             .is_ok_and(|r| r.unwrap_or(false));
-        let mut cache = lock(&self.cache);
-        if cache.len() >= CACHE_SIZE
-            && let Some(any) = cache.keys().next().copied()
-        {
-            cache.remove(&any);
-        }
-        cache.insert(key, ok);
-        ok && known
+        lock(&self.cache).insert(key, passed);
+        verdict(passed)
     }
 }
 
@@ -234,16 +254,6 @@ fn restart_needed(old: &WebConfig, new: &WebConfig) -> Vec<String> {
     why
 }
 
-/// SHA-256 of the three, each length-prefixed so no two triples collide.
-fn cache_key(user: &str, hash: &str, password: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for part in [user.as_bytes(), hash.as_bytes(), password] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
-    }
-    h.finalize().into()
-}
-
 /// The middleware: see the module's doc for who passes.
 pub async fn gate(
     State(web): State<Arc<Web>>,
@@ -268,11 +278,16 @@ pub async fn gate(
     } else {
         match basic_credentials(request.headers()) {
             Some((user, password)) => {
-                if web.verify(&config, &user, password).await {
-                    next.run(request).await
-                } else {
-                    debug!(peer = %peer.addr, path, "Refused a request: wrong basic-auth user or password.");
-                    unauthorized()
+                match web.verify(&config, &user, password, peer.addr.ip()).await {
+                    Check::Pass => next.run(request).await,
+                    Check::Fail => {
+                        debug!(peer = %peer.addr, path, "Refused a request: wrong basic-auth user or password.");
+                        unauthorized()
+                    }
+                    Check::Busy => {
+                        debug!(peer = %peer.addr, path, "Refused a request: a password check of this client is under way.");
+                        busy()
+                    }
                 }
             }
             None => unauthorized(),
@@ -282,6 +297,18 @@ pub async fn gate(
         response.headers_mut().insert(name.clone(), value.clone());
     }
     response
+}
+
+/// 429: the client's previous password check is not done.
+fn busy() -> Response {
+    let mut r = (
+        StatusCode::TOO_MANY_REQUESTS,
+        "a password check of this client is under way; try again\n",
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 fn unauthorized() -> Response {
@@ -338,19 +365,18 @@ mod tests {
         assert_eq!(basic_credentials(&h), None);
     }
 
-    #[test]
-    fn cache_keys_separate_their_parts() {
-        assert_ne!(cache_key("a", "b", b"c"), cache_key("a", "bc", b""));
-        assert_ne!(cache_key("u", "h1", b"p"), cache_key("u", "h2", b"p"));
-        assert_eq!(cache_key("u", "h", b"p"), cache_key("u", "h", b"p"));
-    }
-
     fn web_with(text: &str) -> (Arc<Web>, PathBuf) {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("dw-guard-{}-{n}.yml", std::process::id()));
         std::fs::write(&path, text).unwrap();
         (Web::load(path.clone(), false).unwrap(), path)
+    }
+
+    /// A check of `user`'s `password`, asked from the loopback address.
+    async fn check(web: &Web, config: &WebConfig, user: &str, password: &[u8]) -> Check {
+        let local = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        web.verify(config, user, password.to_vec(), local).await
     }
 
     /// bcrypt("secret") and bcrypt("other"), cost 4.
@@ -360,14 +386,14 @@ mod tests {
     async fn verdicts_are_cached_and_a_new_hash_misses_the_cache() {
         let (web, path) = web_with(&format!("basic_auth_users:\n  u: {SECRET}\n"));
         let config = web.current(false);
-        assert!(web.verify(&config, "u", b"secret".to_vec()).await);
-        assert!(!web.verify(&config, "u", b"wrong".to_vec()).await);
-        assert!(
-            !web.verify(&config, "nobody", b"fakepassword".to_vec())
-                .await
+        assert_eq!(check(&web, &config, "u", b"secret").await, Check::Pass);
+        assert_eq!(check(&web, &config, "u", b"wrong").await, Check::Fail);
+        assert_eq!(
+            check(&web, &config, "nobody", b"fakepassword").await,
+            Check::Fail
         );
         assert_eq!(lock(&web.cache).len(), 3);
-        assert!(web.verify(&config, "u", b"secret".to_vec()).await);
+        assert_eq!(check(&web, &config, "u", b"secret").await, Check::Pass);
         assert_eq!(lock(&web.cache).len(), 3);
 
         // A bad change keeps the old users; a good one replaces them.
@@ -380,8 +406,8 @@ mod tests {
         let new = web.current(false);
         assert!(!Arc::ptr_eq(&new, &config));
         assert!(lock(&web.cache).is_empty());
-        assert!(!web.verify(&new, "u", b"secret".to_vec()).await);
-        assert!(web.verify(&new, "u", b"other".to_vec()).await);
+        assert_eq!(check(&web, &new, "u", b"secret").await, Check::Fail);
+        assert_eq!(check(&web, &new, "u", b"other").await, Check::Pass);
         let _ = std::fs::remove_file(&path);
     }
 
