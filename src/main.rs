@@ -311,14 +311,23 @@ fn verify(args: &[PathBuf]) -> ExitCode {
     let named = chains.len() > 1;
     let mut intact = true;
     for files in &chains {
-        let name = match files.last() {
+        let live = files.last().cloned();
+        let name = match &live {
             Some(live) if named => format!("{}: ", live.display()),
             _ => String::new(),
         };
         // A batch being appended meanwhile can leave the live file's last
-        // line half written for a moment.
-        match audit::verify_settled(files, std::time::Duration::from_secs(2)) {
-            Ok((records, first_seq)) => {
+        // line half written for a moment; each look takes the chain of the
+        // same live file anew (a rotation may follow).
+        let again = || {
+            let chains = audit::chains(args)?;
+            Ok(chains
+                .into_iter()
+                .find(|c| c.last() == live.as_ref())
+                .unwrap_or_default())
+        };
+        match audit::verify_settled(again, std::time::Duration::from_secs(2)) {
+            (used, Ok((records, first_seq))) => {
                 let note = if first_seq > 1 {
                     format!(" (starting at seq {first_seq}: older records were rotated away)")
                 } else {
@@ -326,10 +335,10 @@ fn verify(args: &[PathBuf]) -> ExitCode {
                 };
                 out!(
                     "{name}{records} records in {} file(s), chain intact{note}",
-                    files.len()
+                    used.len()
                 );
             }
-            Err(problems) => {
+            (_, Err(problems)) => {
                 problems.iter().for_each(|e| err!("{e}"));
                 intact = false;
             }

@@ -44,7 +44,7 @@ pub enum VerifyError {
     )]
     Torn { file: String, line: usize },
     #[error(
-        "{file}:{line}: torn record: the live file's last line stops mid-record and stayed so while checked again: a write cut short by a crash (the writer ends the line at its next start); that record was lost (not altered)"
+        "{file}:{line}: torn record: the live file's last line stops mid-record and was not finished while checked again: a write cut short by a crash (the writer ends the line at its next start); that record was lost (not altered)"
     )]
     Unfinished { file: String, line: usize },
     #[error("no audit records found")]
@@ -226,25 +226,41 @@ pub fn verify(files: &[PathBuf]) -> Result<(u64, u64), Vec<VerifyError>> {
     }
 }
 
-/// [`verify`], looked at again for up to `patience` while the only thing
-/// wrong is the live file's unfinished last line: the writer appends a
-/// batch in one write, which a reader can see half done. A line that stays
-/// unfinished was cut short by a crash, and is reported as torn.
+/// What [`verify`] finds: the records and the first `seq`, or what is wrong.
+pub type Verdict = Result<(u64, u64), Vec<VerifyError>>;
+
+/// [`verify`], looked at again while the only thing wrong is the live
+/// file's unfinished last line, for up to `patience` after the first look
+/// (which may take long on a large log): the writer appends a batch in one
+/// write, which a reader can see half done. Each look takes the files from
+/// `files` anew (a rotation may follow the write). A line that stays
+/// unfinished was cut short by a crash, and is reported as torn. Returns
+/// the files of the last look too.
 pub fn verify_settled(
-    files: &[PathBuf],
+    files: impl Fn() -> Result<Vec<PathBuf>, VerifyError>,
     patience: Duration,
-) -> Result<(u64, u64), Vec<VerifyError>> {
-    let deadline = Instant::now() + patience;
-    loop {
-        let verdict = verify(files);
-        let unfinished = |p: &VerifyError| matches!(p, VerifyError::Unfinished { .. });
-        match &verdict {
-            Err(problems) if problems.iter().any(unfinished) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            _ => return verdict,
+) -> (Vec<PathBuf>, Verdict) {
+    let unfinished = |verdict: &Verdict| {
+        verdict.as_ref().is_err_and(|problems| {
+            problems
+                .iter()
+                .any(|p| matches!(p, VerifyError::Unfinished { .. }))
+        })
+    };
+    let look = || match files() {
+        Ok(files) => {
+            let verdict = verify(&files);
+            (files, verdict)
         }
+        Err(e) => (Vec::new(), Err(vec![e])),
+    };
+    let (mut used, mut verdict) = look();
+    let deadline = Instant::now() + patience;
+    while unfinished(&verdict) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        (used, verdict) = look();
     }
+    (used, verdict)
 }
 
 /// The problems found before `last`, and `last`, which stopped the check.
