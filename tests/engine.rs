@@ -562,7 +562,8 @@ fn half_open_stall_is_noticed_and_caught_up() {
 /// engine for `since` after `until`, which it refuses (400): a healthy quiet
 /// stream was replaced every `idle_ping_secs` until the clock caught up. An
 /// event stamped a minute ahead, injected into the live stream, stands in
-/// for the step. The probe must still find a stream that went half-open.
+/// for the step. The probe must still find a stream that went half-open,
+/// and what it missed, stamped before that event, must still be handled.
 #[test]
 fn a_quiet_stream_after_the_clock_stepped_back_is_not_called_dead() {
     let clean = setup();
@@ -593,18 +594,30 @@ fn a_quiet_stream_after_the_clock_stepped_back_is_not_called_dead() {
     );
     assert!(!dw.log().contains("did not answer a probe"), "{}", dw.log());
 
-    // Half-open now: the probe asks from the silence's start, and finds
-    // what the stream did not deliver.
+    // Half-open now: the probe asks from the silence's start, finds what
+    // the stream did not deliver, and the new stream replays it, though it
+    // is stamped before the last event read: each counted once.
+    let before = dw.metrics();
     assert!(proxy.stall_all() >= 1, "no live stream to stall");
     let name = clean.container(unique("after-step"));
     docker_ok(&["run", "--rm", "--name", &name, &test_image(), "true"]);
     assert!(
-        wait_until(Duration::from_secs(10), || {
-            dw.metrics().get("dockwarden_stream_reconnects_total", &[]) >= 1.0
+        wait_until(Duration::from_secs(15), || {
+            events(&dw.metrics(), "container", "destroy")
+                >= events(&before, "container", "destroy") + 1.0
         }),
-        "the half-open stream was never replaced:\n{}",
+        "the missed events were never caught up:\n{}",
         dw.log()
     );
+    let m = dw.metrics();
+    assert!(m.get("dockwarden_stream_reconnects_total", &[]) >= 1.0);
+    for action in ["create", "start", "die", "destroy"] {
+        assert_eq!(
+            events(&m, "container", action) - events(&before, "container", action),
+            1.0,
+            "container.{action} counted once"
+        );
+    }
     assert!(
         dw.log().contains("this stream did not deliver"),
         "{}",

@@ -36,6 +36,9 @@ pub struct Dedup {
     /// Never resume from before this: the first stream's start, or the
     /// checkpoint's time (what was before it is not this process's to read).
     floor_nano: i64,
+    /// Where the next connection resumes from instead, once: set when a
+    /// probe after a clock step back found events stamped before `since`.
+    rewound: Option<i64>,
 }
 
 impl Dedup {
@@ -77,15 +80,40 @@ impl Dedup {
     /// VM): the engine refuses a `since` after `until` (400), and every
     /// probe would call a healthy stream dead until the clock caught up.
     /// What the engine logged during the silence is stamped by the clock as
-    /// it is now, so the probe asks from the silence's start instead.
-    pub fn probe_since(&self, now: i64, silence: std::time::Duration) -> Option<i64> {
+    /// it is now, so the probe asks from the silence's start (with the
+    /// resume margin), not before the floor unless the floor is ahead of the
+    /// clock too. The second value says the clock was behind.
+    pub fn probe_since(&self, now: i64, silence: std::time::Duration) -> Option<(i64, bool)> {
         let since = self.since_nanos()?;
+        if since <= now {
+            return Some((since, false));
+        }
         let silence = i64::try_from(silence.as_nanos()).unwrap_or(i64::MAX);
-        Some(if since > now {
-            now.saturating_sub(silence)
+        let start = now
+            .saturating_sub(silence)
+            .saturating_sub(RESUME_MARGIN_NANOS);
+        let start = if self.floor_nano <= now {
+            start.max(self.floor_nano)
         } else {
-            since
-        })
+            start
+        };
+        Some((start, true))
+    }
+
+    /// The next connection resumes from `time_nano`, once: a probe found
+    /// events stamped before where it would resume (the clock was stepped
+    /// back). What it replays that was read already is dropped as ever.
+    pub fn rewind_to(&mut self, time_nano: i64) {
+        self.rewound = Some(time_nano);
+    }
+
+    /// Where the next connection resumes from (`since`), and whether that
+    /// is a rewind, which no event read marks the start of.
+    pub fn resume_point(&mut self) -> (Option<String>, bool) {
+        match self.rewound.take() {
+            Some(t) => (Some(format_since(t)), true),
+            None => (self.since(), false),
+        }
     }
 
     /// Resumes from `time_nano` if nothing was read yet: a checkpoint's
@@ -121,11 +149,20 @@ mod tests {
         d.start_at(900 * S);
         assert!(d.admit(&ev(990 * S, "start", "a")));
         // As a reconnect would resume: the margin before the newest event.
-        assert_eq!(d.probe_since(1_000 * S, silence), Some(989 * S));
+        assert_eq!(d.probe_since(1_000 * S, silence), Some((989 * S, false)));
         // The clock now reads 10 s before the newest event: never a `since`
-        // after the `until` (now) the probe sends.
-        assert_eq!(d.probe_since(980 * S, silence), Some(950 * S));
+        // after the `until` (now) the probe sends; the silence, and the
+        // margin, before now.
+        assert_eq!(d.probe_since(980 * S, silence), Some((949 * S, true)));
+        // Not before the floor (the start), unless the floor is ahead too.
+        assert_eq!(d.probe_since(910 * S, silence), Some((900 * S, true)));
+        assert_eq!(d.probe_since(890 * S, silence), Some((859 * S, true)));
         assert_eq!(d.since(), Some(format_since(989 * S)));
+        // A probe that found what the stream missed rewinds the next
+        // connection, once.
+        d.rewind_to(949 * S);
+        assert_eq!(d.resume_point(), (Some(format_since(949 * S)), true));
+        assert_eq!(d.resume_point(), (Some(format_since(989 * S)), false));
     }
 
     fn ev(t: i64, action: &str, id: &str) -> Event {

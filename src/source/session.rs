@@ -39,8 +39,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 enum Probe {
     /// The engine logged nothing this stream missed: it is only quiet.
     Alive,
-    /// The stream is dead, and why.
-    Dead(String),
+    /// The stream is dead, and why; and where to resume from instead of
+    /// the last event read, if the clock is behind it.
+    Dead(String, Option<i64>),
     Shutdown,
 }
 
@@ -50,7 +51,7 @@ impl Source {
         let Some(api) = self.negotiate().await? else {
             return Ok(End::Shutdown);
         };
-        let since = self.sink.since();
+        let (since, rewound) = self.sink.resume_point();
         let path = match &since {
             Some(s) => format!("/v{api}/events?since={s}"),
             None => format!("/v{api}/events"),
@@ -70,7 +71,7 @@ impl Source {
         // lost: more than the engine's ring holds, or the engine restarted.
         let anchor_deadline = self
             .sink
-            .expect_anchor(since.is_some())
+            .expect_anchor(since.is_some() && !rewound)
             .then(|| Instant::now() + ANCHOR_WAIT);
         self.sessions += 1;
         self.health.set_connected(true);
@@ -174,7 +175,10 @@ impl Source {
                     }
                     match self.probe(api, last_frame.elapsed()).await {
                         Probe::Shutdown => return Ok(End::Shutdown),
-                        Probe::Dead(why) => {
+                        Probe::Dead(why, rewind) => {
+                            if let Some(t) = rewind {
+                                self.sink.rewind_to(t);
+                            }
                             self.flush_rest();
                             return Err(SourceError::Stalled {
                                 idle_secs: last_frame.elapsed().as_secs(),
@@ -257,34 +261,48 @@ impl Source {
             _ = self.shutdown.cancelled() => return Probe::Shutdown,
         };
         match probe {
-            Ok(Ok(0)) => Probe::Alive,
-            Ok(Ok(n)) => Probe::Dead(format!(
-                "the engine logged {n} event(s) this stream did not deliver"
-            )),
-            Ok(Err(e)) => Probe::Dead(format!("the engine did not answer a probe ({e})")),
-            Err(_) => Probe::Dead(format!(
-                "the engine did not answer a probe within {}s",
-                PROBE_TIMEOUT.as_secs()
-            )),
+            Ok(Ok((0, _))) => Probe::Alive,
+            Ok(Ok((n, rewind))) => Probe::Dead(
+                format!("the engine logged {n} event(s) this stream did not deliver"),
+                rewind,
+            ),
+            Ok(Err(e)) => Probe::Dead(format!("the engine did not answer a probe ({e})"), None),
+            Err(_) => Probe::Dead(
+                format!(
+                    "the engine did not answer a probe within {}s",
+                    PROBE_TIMEOUT.as_secs()
+                ),
+                None,
+            ),
         }
     }
 
     /// Asks the engine on a fresh connection for what it logged since the
     /// last event read: anything this stream has not delivered means the
-    /// stream is dead (half-open) though the engine is not.
-    async fn missed_events(&self, api: &str, silence: Duration) -> Result<usize, SourceError> {
+    /// stream is dead (half-open) though the engine is not. Also where the
+    /// next connection must resume from to replay those, when the clock is
+    /// behind the last event read (they are stamped before it).
+    async fn missed_events(
+        &self,
+        api: &str,
+        silence: Duration,
+    ) -> Result<(usize, Option<i64>), SourceError> {
         let now = unix_nanos();
-        let Some(since) = self.sink.probe_since(now, silence) else {
-            return Ok(0);
+        let Some((since, behind)) = self.sink.probe_since(now, silence) else {
+            return Ok((0, None));
         };
-        let (since, until) = (format_since(since), format_since(now));
-        let path = format!("/v{api}/events?since={since}&until={until}");
+        let path = format!(
+            "/v{api}/events?since={}&until={}",
+            format_since(since),
+            format_since(now)
+        );
         let bytes = http::get_all(&self.endpoint, &path).await?;
-        Ok(bytes
+        let missed = bytes
             .split(|b| *b == b'\n')
             .filter_map(|line| Event::decode(line.trim_ascii()).ok())
             .filter(|e| !self.sink.has_seen(e))
-            .count())
+            .count();
+        Ok((missed, behind.then_some(since)))
     }
 
     /// A partial line at the end of a connection is a truncated event: it

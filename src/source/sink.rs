@@ -206,9 +206,20 @@ impl Sink {
         self.dedup.since()
     }
 
-    /// Where a probe at `now`, after `silence`, asks the engine from.
-    pub fn probe_since(&self, now: i64, silence: std::time::Duration) -> Option<i64> {
+    /// Where a probe at `now`, after `silence`, asks the engine from, and
+    /// whether the clock is behind the events read ([`Dedup::probe_since`]).
+    pub fn probe_since(&self, now: i64, silence: std::time::Duration) -> Option<(i64, bool)> {
         self.dedup.probe_since(now, silence)
+    }
+
+    /// The next connection resumes from `time_nano`, once.
+    pub fn rewind_to(&mut self, time_nano: i64) {
+        self.dedup.rewind_to(time_nano);
+    }
+
+    /// Where the next connection resumes from, and whether it is a rewind.
+    pub fn resume_point(&mut self) -> (Option<String>, bool) {
+        self.dedup.resume_point()
     }
 
     /// Whether `event` was read already.
