@@ -1,6 +1,7 @@
 //! Carrying a decision out: the scheduled task that waits out the backoff
 //! (called off by an operator, a removal or shutdown), checks the engine
-//! again, then restarts, recreates or raises memory, and counts the result.
+//! again, then restarts, recreates or raises memory, and counts the result;
+//! and the check of who started a container whose breaker is open.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use bollard::query_parameters::{RestartContainerOptions, StopContainerOptions};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::book::Healer;
+use super::book::{Entry, Healer, reopen};
 use super::facts::{Facts, Why, describe};
 use super::policy::{Failure, Kind};
 use super::{Heal, dependents, recreate};
@@ -20,7 +21,7 @@ use crate::event::Event;
 use crate::handlers::About;
 use crate::handlers::{Ctx, HandlerError};
 use crate::internal_events::denied::{CallDenied, report};
-use crate::internal_events::heal::{Acted, ActionResult};
+use crate::internal_events::heal::{Acted, ActionResult, BreakerClosed};
 
 impl Heal {
     /// Runs the plan after its delay as a task of its own. An operator's
@@ -147,6 +148,61 @@ pub(super) struct Plan {
     pub(super) stop_timeout: u32,
     pub(super) max_restarts: u32,
     pub(super) why: Why,
+}
+
+/// Whether container `event` is about, whose breaker is open, was started
+/// by hand: the engine's `RestartCount` is 0 after a start through the API
+/// and counts its restart policy's starts. Closes the breaker if so, else
+/// says it stays open. Run off the lane: the observer cannot wait.
+pub(super) fn close_if_started_by_hand(
+    book: Arc<std::sync::Mutex<foldhash::HashMap<String, Entry>>>,
+    docker: crate::docker::Engine,
+    ctx: &Ctx,
+    event: Arc<Event>,
+    name: String,
+) -> impl Future<Output = ()> + Send + 'static {
+    let (metrics, emitter, dry_run) = (ctx.metrics.clone(), ctx.emitter(), ctx.dry_run);
+    async move {
+        let id = event.actor_id.as_str();
+        // Not through the view's cache: a late answer must not replace a
+        // newer view.
+        let count = match docker
+            .inspect_container_as::<crate::containers::ViewInspect>(id)
+            .await
+        {
+            Ok(info) => Facts::from_inspect(&info.into()).restart_count,
+            Err(e) => {
+                report(&metrics, Call::ContainerInspect, &name, &e);
+                // Gone, or not to be asked: taken for a start by hand.
+                0
+            }
+        };
+        let mut book = crate::lock::lock(&book);
+        let Some(e) = book
+            .get_mut(&name)
+            .filter(|e| e.breaker_open && e.container_id.as_deref() == Some(id))
+        else {
+            return;
+        };
+        if count > 0 {
+            info!(container = %name, restart_count = count, "Breaker stays open: Docker's restart policy started the container again.");
+            return;
+        }
+        reopen(e);
+        drop(book);
+        emitter.emit(
+            &BreakerClosed {
+                container: &name,
+                reason: "started by hand",
+                dry_run,
+            },
+            Some(About {
+                id,
+                name: &name,
+                cause: &event,
+            }),
+        );
+    }
 }
 
 /// After a backoff: is the action still wanted? Some(reason) if not.

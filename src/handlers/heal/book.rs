@@ -123,16 +123,15 @@ impl Entry {
     }
 }
 
-/// Closes the breaker of `e`, container `id` started at `now`: healing
-/// starts over, and what the status API shows of the last action stays.
-fn close_breaker(e: &mut Entry, id: &str, now: Instant) {
-    *e = Entry {
-        last_start: Some(now),
-        container_id: Some(id.to_owned()),
-        last_action: e.last_action,
-        labels_reported: e.labels_reported,
-        ..Entry::default()
-    };
+/// Closes the breaker of `e`: healing starts over. Only the breaker and
+/// what led to it are reset; what the lane noted since the start (an
+/// operator's stop, a signal, an OOM kill, a pending stop) stays, as the
+/// check of who started it may land after such events.
+pub(super) fn reopen(e: &mut Entry) {
+    e.breaker_open = false;
+    e.restarts.clear();
+    e.attempt = 0;
+    e.escalated = false;
 }
 
 /// What deciding on an action counts before it is carried out.
@@ -255,7 +254,13 @@ impl Healer {
     }
 
     /// Journals a breaker closed on `name`, last decided by `rule`.
-    fn note_closed(&self, rule: Option<Arc<str>>, name: &str, reason: &str) {
+    fn note_closed(
+        &self,
+        rule: Option<Arc<str>>,
+        name: &str,
+        reason: &str,
+        unverified: Option<&'static str>,
+    ) {
         self.note(|| Verdict {
             rule,
             container: name.to_owned(),
@@ -265,7 +270,7 @@ impl Healer {
             attempt: 0,
             backoff: Duration::ZERO,
             reason: reason.to_owned(),
-            unverified: Vec::new(),
+            unverified: unverified.into_iter().collect(),
         });
     }
 
@@ -379,54 +384,29 @@ impl Observer for Healer {
                     return;
                 }
                 // Docker's own restart policy starts a crashed container
-                // again too, and a `start` does not say who started it. The
-                // engine counts its policy's restarts (`RestartCount`) and
-                // sets the count to 0 at a start through the API: asked
-                // off the lane (an observer never waits), only a count of 0
-                // closes the breaker. Offline, or with no engine to ask,
-                // the start is taken for an operator's, as before.
+                // again too, and a `start` does not say who started it. With
+                // the policy "no", only a start through the API can have;
+                // else the engine tells: it counts its policy's restarts
+                // (`RestartCount`) and sets the count to 0 at a start through
+                // the API. Asked off the lane (an observer never waits), a
+                // count of 0 closes the breaker. Offline, or with no engine
+                // to ask, the start is taken for an operator's.
+                let policy_may_have = known.as_ref().is_none_or(|c| c.restart_policy != "no");
                 match (&self.offline, ctx.docker.get()) {
-                    (None, Ok(docker)) => {
-                        let book = self.book.clone();
-                        let (containers, emitter) = (ctx.containers.clone(), ctx.emitter());
-                        let (dry_run, event) = (ctx.dry_run, event.clone());
-                        ctx.tasks.spawn(async move {
-                            let id = event.actor_id.as_str();
-                            let by_policy = match containers.inspect(&docker, id).await {
-                                Ok(c) => c.state.restart_count > 0,
-                                // Gone, or denied: nothing to keep open for.
-                                Err(_) => false,
-                            };
-                            let mut book = lock(&book);
-                            let Some(e) = book.get_mut(&name).filter(|e| {
-                                e.breaker_open && e.container_id.as_deref() == Some(id)
-                            }) else {
-                                return;
-                            };
-                            if by_policy {
-                                info!(container = %name, "Breaker stays open: Docker's restart policy started the container again.");
-                                return;
-                            }
-                            close_breaker(e, id, now);
-                            drop(book);
-                            emitter.emit(
-                                &BreakerClosed {
-                                    container: &name,
-                                    reason: "started by hand",
-                                    dry_run,
-                                },
-                                Some(About {
-                                    id,
-                                    name: &name,
-                                    cause: &event,
-                                }),
-                            );
-                        });
+                    (None, Ok(docker)) if policy_may_have => {
+                        ctx.tasks.spawn(super::action::close_if_started_by_hand(
+                            self.book.clone(),
+                            docker,
+                            ctx,
+                            event.clone(),
+                            name,
+                        ));
                     }
                     _ => {
                         let rule = e.rule.clone();
-                        close_breaker(e, id, now);
-                        self.note_closed(rule, &name, "started by hand");
+                        reopen(e);
+                        let unverified = self.offline.as_ref().map(|_| super::offline::STARTED_BY);
+                        self.note_closed(rule, &name, "started by hand", unverified);
                         // A dry run's breaker was never counted open.
                         ctx.emit(
                             &BreakerClosed {
@@ -465,7 +445,7 @@ impl Observer for Healer {
                 if ours && let Some(mut e) = book.remove(&name) {
                     e.call_off(&name, "destroyed");
                     if e.breaker_open {
-                        self.note_closed(e.rule.clone(), &name, "destroyed");
+                        self.note_closed(e.rule.clone(), &name, "destroyed", None);
                         ctx.emit(
                             &BreakerClosed {
                                 container: &name,

@@ -27,6 +27,7 @@ pub const RUNNING: &str = "running state from the events";
 pub const CHECK_OUTPUT: &str = "health check output";
 pub const MEMORY_LIMIT: &str = "memory limit";
 pub const NOT_SEEN_CREATED: &str = "container not seen created or started";
+pub const STARTED_BY: &str = "who started it (the engine's RestartCount)";
 
 /// What a heal handler (or its observer) decided about one event.
 #[derive(Debug, Clone, PartialEq)]
