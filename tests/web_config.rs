@@ -628,11 +628,10 @@ fn the_file_is_read_again_when_it_changes() {
 }
 
 /// A client guessing passwords cannot make the others wait behind it:
-/// bcrypt runs one check at a time, and each client address gets one check
-/// waiting or running at a time (another request meanwhile is answered 429
-/// at once). Twelve guessers on 127.0.0.2 used to queue twelve checks ahead
-/// of Prometheus's first login on 127.0.0.1, which then waited for all of
-/// them; now it waits for one at most.
+/// bcrypt runs one check at a time, and the turn goes round the clients
+/// that wait. Twelve guessers on 127.0.0.2 used to queue twelve checks
+/// ahead of Prometheus's first login on 127.0.0.1, which then waited for
+/// all of them; now it waits for one or two.
 #[test]
 fn a_password_guesser_does_not_hold_up_other_clients() {
     require_docker();
@@ -682,9 +681,6 @@ fn a_password_guesser_does_not_hold_up_other_clients() {
                     guess += 1;
                     let user = format!("prometheus:guess-{n}-{guess}");
                     let got = curl(&["--interface", "127.0.0.2", "-u", &user], &url);
-                    if got.status == 429 {
-                        thread::sleep(Duration::from_millis(200));
-                    }
                     seen.push(got.status);
                 }
                 seen
@@ -702,10 +698,6 @@ fn a_password_guesser_does_not_hold_up_other_clients() {
     assert!(
         took < one_check * 4,
         "Prometheus's first login took {took:?}, one check {one_check:?}: it waited behind the guesser's checks"
-    );
-    assert!(
-        seen.contains(&429),
-        "the guesser was never told to wait: {seen:?}"
     );
     assert!(seen.contains(&401), "{seen:?}");
     assert!(!seen.contains(&200), "a guess passed: {seen:?}");

@@ -20,10 +20,10 @@
 //! bcrypt is slow (tens of ms at cost 10), so verdicts are kept
 //! ([`super::passwords`]) under the SHA-256 of user, hash and password: the
 //! cache holds no password, and a changed hash misses it. One verification
-//! runs at a time, off the async workers, as in the toolkit; unlike it, a
-//! client address gets one check at a time (another request meanwhile is
-//! answered 429), so a client guessing passwords cannot make the others
-//! wait behind its queue. Passwords are never logged.
+//! runs at a time, off the async workers, as in the toolkit; unlike it, the
+//! turn goes round the clients that wait, so a client guessing passwords
+//! cannot make the others wait behind its queue. Passwords are never
+//! logged.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -38,7 +38,7 @@ use base64::Engine as _;
 use tracing::{debug, error, info};
 
 use super::listen::Peer;
-use super::passwords::{Checking, Verdicts, cache_key};
+use super::passwords::{Check, Turns, Verdicts, cache_key, client_of};
 use super::web_config::{self, WebConfig, WebConfigError};
 use crate::lock::lock;
 
@@ -55,17 +55,8 @@ pub struct Web {
     open_probes: bool,
     live: Mutex<Live>,
     cache: Mutex<Verdicts>,
-    bcrypt: tokio::sync::Semaphore,
-    checking: Checking,
-}
-
-/// What a password check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Check {
-    Pass,
-    Fail,
-    /// The client has another check waiting or running.
-    Busy,
+    /// bcrypt's one turn, handed round the clients that wait.
+    turns: Arc<Turns>,
 }
 
 struct Live {
@@ -99,8 +90,7 @@ impl Web {
                 refused: None,
             }),
             cache: Mutex::new(Verdicts::default()),
-            bcrypt: tokio::sync::Semaphore::new(1),
-            checking: Checking::default(),
+            turns: Arc::new(Turns::default()),
         }))
     }
 
@@ -206,19 +196,25 @@ impl Web {
         if let Some(passed) = lock(&self.cache).get(&key) {
             return verdict(passed);
         }
-        let Some(_slot) = self.checking.claim(client) else {
+        let Some(turn) = self.turns.take(client_of(client)).await else {
             return Check::Busy;
-        };
-        let Ok(_one_at_a_time) = self.bcrypt.acquire().await else {
-            return Check::Fail;
         };
         // Another request may have settled it while this one waited.
         if let Some(passed) = lock(&self.cache).get(&key) {
             return verdict(passed);
         }
-        let passed = tokio::task::spawn_blocking(move || bcrypt::verify(&password, &hash))
-            .await
-            .is_ok_and(|r| r.unwrap_or(false));
+        // The turn goes with the check: a request given up meanwhile does
+        // not hand bcrypt to the next while this check still runs.
+        let checked = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            bcrypt::verify(&password, &hash)
+        })
+        .await;
+        let passed = match checked {
+            Ok(result) => result.unwrap_or(false),
+            // Not a verdict on the password: not kept.
+            Err(_) => return Check::Fail,
+        };
         lock(&self.cache).insert(key, passed);
         verdict(passed)
     }
@@ -285,7 +281,7 @@ pub async fn gate(
                         unauthorized()
                     }
                     Check::Busy => {
-                        debug!(peer = %peer.addr, path, "Refused a request: a password check of this client is under way.");
+                        debug!(peer = %peer.addr, path, "Refused a request: too many password checks waiting.");
                         busy()
                     }
                 }
@@ -299,11 +295,11 @@ pub async fn gate(
     response
 }
 
-/// 429: the client's previous password check is not done.
+/// 429: too many password checks of this client, or of all, wait.
 fn busy() -> Response {
     let mut r = (
         StatusCode::TOO_MANY_REQUESTS,
-        "a password check of this client is under way; try again\n",
+        "too many password checks waiting; try again\n",
     )
         .into_response();
     r.headers_mut()
