@@ -255,8 +255,14 @@ pub fn verify_settled(
         Err(e) => (Vec::new(), Err(vec![e])),
     };
     let (mut used, mut verdict) = look();
+    if !unfinished(&verdict) {
+        return (used, verdict);
+    }
+    // A write was under way, and a rotation may follow it: files renamed
+    // one by one can look missing or unlinked for a moment too. Whatever
+    // is still wrong at the deadline is what is reported.
     let deadline = Instant::now() + patience;
-    while unfinished(&verdict) && Instant::now() < deadline {
+    while verdict.is_err() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
         (used, verdict) = look();
     }

@@ -82,7 +82,9 @@ impl Dedup {
     /// What the engine logged during the silence is stamped by the clock as
     /// it is now, so the probe asks from the silence's start (with the
     /// resume margin), not before the floor unless the floor is ahead of the
-    /// clock too. The second value says the clock was behind.
+    /// clock too. The second value says the next connection may resume
+    /// from there if the probe finds events missed: the clock is behind the
+    /// events read, not behind the floor.
     pub fn probe_since(&self, now: i64, silence: std::time::Duration) -> Option<(i64, bool)> {
         let since = self.since_nanos()?;
         if since <= now {
@@ -92,12 +94,14 @@ impl Dedup {
         let start = now
             .saturating_sub(silence)
             .saturating_sub(RESUME_MARGIN_NANOS);
-        let start = if self.floor_nano <= now {
-            start.max(self.floor_nano)
-        } else {
-            start
-        };
-        Some((start, true))
+        if self.floor_nano > now {
+            // Behind the start (or the checkpoint) too: what the window
+            // shows may be from before it, never read and not this
+            // process's to handle. Asked, but never resumed from: the
+            // reconnect's missing anchor then asks for a resync.
+            return Some((start, false));
+        }
+        Some((start.max(self.floor_nano), true))
     }
 
     /// The next connection resumes from `time_nano`, once: a probe found
@@ -109,11 +113,16 @@ impl Dedup {
 
     /// Where the next connection resumes from (`since`), and whether that
     /// is a rewind, which no event read marks the start of.
-    pub fn resume_point(&mut self) -> (Option<String>, bool) {
-        match self.rewound.take() {
+    pub fn resume_point(&self) -> (Option<String>, bool) {
+        match self.rewound {
             Some(t) => (Some(format_since(t)), true),
             None => (self.since(), false),
         }
+    }
+
+    /// A stream opened from the rewind: later connections resume as ever.
+    pub fn rewind_done(&mut self) {
+        self.rewound = None;
     }
 
     /// Resumes from `time_nano` if nothing was read yet: a checkpoint's
@@ -156,12 +165,15 @@ mod tests {
         assert_eq!(d.probe_since(980 * S, silence), Some((949 * S, true)));
         // Not before the floor (the start), unless the floor is ahead too.
         assert_eq!(d.probe_since(910 * S, silence), Some((900 * S, true)));
-        assert_eq!(d.probe_since(890 * S, silence), Some((859 * S, true)));
+        assert_eq!(d.probe_since(890 * S, silence), Some((859 * S, false)));
         assert_eq!(d.since(), Some(format_since(989 * S)));
         // A probe that found what the stream missed rewinds the next
         // connection, once.
         d.rewind_to(949 * S);
         assert_eq!(d.resume_point(), (Some(format_since(949 * S)), true));
+        // Until a stream opened from it.
+        assert_eq!(d.resume_point(), (Some(format_since(949 * S)), true));
+        d.rewind_done();
         assert_eq!(d.resume_point(), (Some(format_since(989 * S)), false));
     }
 

@@ -62,6 +62,9 @@ impl Source {
         let Some(mut body) = opened else {
             return Ok(End::Shutdown);
         };
+        // Opened: a rewind is spent (not before, or a failed attempt would
+        // lose it).
+        self.sink.rewind_done();
         // Without a `since` the next connection would miss what happens
         // between this one ending and the next starting.
         self.sink.started_at(unix_nanos());

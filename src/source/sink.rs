@@ -218,8 +218,13 @@ impl Sink {
     }
 
     /// Where the next connection resumes from, and whether it is a rewind.
-    pub fn resume_point(&mut self) -> (Option<String>, bool) {
+    pub fn resume_point(&self) -> (Option<String>, bool) {
         self.dedup.resume_point()
+    }
+
+    /// A stream opened from the rewind.
+    pub fn rewind_done(&mut self) {
+        self.dedup.rewind_done();
     }
 
     /// Whether `event` was read already.
