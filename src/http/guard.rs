@@ -54,7 +54,7 @@ pub struct Web {
     path: PathBuf,
     open_probes: bool,
     live: Mutex<Live>,
-    cache: Mutex<Verdicts>,
+    cache: Arc<Mutex<Verdicts>>,
     /// bcrypt's one turn, handed round the clients that wait.
     turns: Arc<Turns>,
 }
@@ -89,7 +89,7 @@ impl Web {
                 bytes,
                 refused: None,
             }),
-            cache: Mutex::new(Verdicts::default()),
+            cache: Arc::new(Mutex::new(Verdicts::default())),
             turns: Arc::new(Turns::default()),
         }))
     }
@@ -203,19 +203,22 @@ impl Web {
         if let Some(passed) = lock(&self.cache).get(&key) {
             return verdict(passed);
         }
-        // The turn goes with the check: a request given up meanwhile does
-        // not hand bcrypt to the next while this check still runs.
+        // The turn goes with the check, and the verdict is kept before the
+        // turn is handed on: a request given up meanwhile does not hand
+        // bcrypt on while this check runs, and the next with the same
+        // password finds the verdict.
+        let cache = self.cache.clone();
         let checked = tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            bcrypt::verify(&password, &hash)
+            let passed = bcrypt::verify(&password, &hash).unwrap_or(false);
+            lock(&cache).insert(key, passed);
+            passed
         })
         .await;
-        let passed = match checked {
-            Ok(result) => result.unwrap_or(false),
-            // Not a verdict on the password: not kept.
-            Err(_) => return Check::Fail,
+        // A failed task is not a verdict on the password.
+        let Ok(passed) = checked else {
+            return Check::Fail;
         };
-        lock(&self.cache).insert(key, passed);
         verdict(passed)
     }
 }

@@ -177,11 +177,16 @@ impl Turns {
             };
             let (tx, rx) = oneshot::channel();
             let (_, requests) = q.clients.get_mut(at)?;
+            // Requests given up while they waited count no more.
+            let before = requests.len();
+            requests.retain(|r| !r.is_closed());
+            let gone = before - requests.len();
             if requests.len() >= MAX_WAITING_PER_CLIENT {
+                q.waiting = q.waiting.saturating_sub(gone);
                 return None;
             }
             requests.push_back(tx);
-            q.waiting += 1;
+            q.waiting = q.waiting.saturating_sub(gone) + 1;
             rx
         };
         // Never closed without a turn while `self` lives.
@@ -285,6 +290,7 @@ mod tests {
     /// refused.
     #[tokio::test]
     async fn the_turn_goes_round_the_clients() {
+        use futures::FutureExt;
         let turns = Arc::new(Turns::default());
         let guesser: IpAddr = [127, 0, 0, 2].into();
         let prometheus: IpAddr = [127, 0, 0, 1].into();
@@ -322,7 +328,11 @@ mod tests {
             ["guess 1", "prometheus", "guess 2", "guess 3"]
         );
         // All free again: a take does not wait.
-        let again = turns.take(prometheus).await.expect("the free turn");
+        let again = turns
+            .take(prometheus)
+            .now_or_never()
+            .flatten()
+            .expect("the free turn, at once");
         // A client past its bound is refused at once.
         let mut waiters = Vec::new();
         for _ in 0..MAX_WAITING_PER_CLIENT {
@@ -335,7 +345,10 @@ mod tests {
         while lock(&turns.state).waiting < MAX_WAITING_PER_CLIENT {
             tokio::task::yield_now().await;
         }
-        assert!(turns.take(guesser).await.is_none());
+        assert!(
+            matches!(turns.take(guesser).now_or_never(), Some(None)),
+            "refused at once"
+        );
         drop(again);
         for w in waiters {
             assert!(w.await.expect("a waiter"));

@@ -391,7 +391,10 @@ impl Observer for Healer {
                 // the API. Asked off the lane (an observer never waits), a
                 // count of 0 closes the breaker. Offline, or with no engine
                 // to ask, the start is taken for an operator's.
-                let policy_may_have = known.as_ref().is_none_or(|c| c.restart_policy != "no");
+                // The view's policy only if the view is kept current (an
+                // `update` inspects it again): else it may be stale.
+                let policy_may_have = !ctx.containers.keeps_all()
+                    || known.as_ref().is_none_or(|c| c.restart_policy != "no");
                 match (&self.offline, ctx.docker.get()) {
                     (None, Ok(docker)) if policy_may_have => {
                         ctx.tasks.spawn(super::action::close_if_started_by_hand(
