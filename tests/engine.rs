@@ -62,6 +62,18 @@ fn behind_proxy(rules: &str) -> (FaultProxy, Dockwarden) {
     (proxy, dw)
 }
 
+/// One container's create, start, die and destroy each counted once
+/// between `before` and `after`.
+fn counted_once(before: &Metrics, after: &Metrics) {
+    for action in ["create", "start", "die", "destroy"] {
+        assert_eq!(
+            events(after, "container", action) - events(before, "container", action),
+            1.0,
+            "container.{action} counted once"
+        );
+    }
+}
+
 fn setup() -> Cleanup {
     require_docker();
     require_test_image();
@@ -546,13 +558,7 @@ fn half_open_stall_is_noticed_and_caught_up() {
     assert!(took < Duration::from_secs(2 + 8), "noticed after {took:?}");
     let m = dw.metrics();
     assert!(m.get("dockwarden_stream_reconnects_total", &[]) >= 1.0);
-    for action in ["create", "start", "die", "destroy"] {
-        assert_eq!(
-            events(&m, "container", action) - events(&before, "container", action),
-            1.0,
-            "container.{action} counted once"
-        );
-    }
+    counted_once(&before, &m);
     assert!(dw.log().contains("the stream is dead"), "the log says why");
     dw.wait_ready(Duration::from_secs(5));
 }
@@ -611,13 +617,7 @@ fn a_quiet_stream_after_the_clock_stepped_back_is_not_called_dead() {
     );
     let m = dw.metrics();
     assert!(m.get("dockwarden_stream_reconnects_total", &[]) >= 1.0);
-    for action in ["create", "start", "die", "destroy"] {
-        assert_eq!(
-            events(&m, "container", action) - events(&before, "container", action),
-            1.0,
-            "container.{action} counted once"
-        );
-    }
+    counted_once(&before, &m);
     assert!(
         dw.log().contains("this stream did not deliver"),
         "{}",

@@ -12,7 +12,7 @@ use bollard::query_parameters::{RestartContainerOptions, StopContainerOptions};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::book::{Entry, Healer, reopen};
+use super::book::{Entry, Healer, announce_closed, reopen};
 use super::facts::{Facts, Why, describe};
 use super::policy::{Failure, Kind};
 use super::{Heal, dependents, recreate};
@@ -21,7 +21,7 @@ use crate::event::Event;
 use crate::handlers::About;
 use crate::handlers::{Ctx, HandlerError};
 use crate::internal_events::denied::{CallDenied, report};
-use crate::internal_events::heal::{Acted, ActionResult, BreakerClosed};
+use crate::internal_events::heal::{Acted, ActionResult};
 
 impl Heal {
     /// Runs the plan after its delay as a task of its own. An operator's
@@ -190,18 +190,7 @@ pub(super) fn close_if_started_by_hand(
         }
         reopen(e);
         drop(book);
-        emitter.emit(
-            &BreakerClosed {
-                container: &name,
-                reason: "started by hand",
-                dry_run,
-            },
-            Some(About {
-                id,
-                name: &name,
-                cause: &event,
-            }),
-        );
+        announce_closed(&emitter, &name, &event, "started by hand", dry_run);
     }
 }
 

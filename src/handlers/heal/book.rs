@@ -14,7 +14,7 @@ use super::facts::Facts;
 use super::offline::{Offline, Verdict, VerdictKind};
 use crate::containers::signal_number;
 use crate::event::Event;
-use crate::handlers::{About, Ctx, Observer};
+use crate::handlers::{About, Ctx, Emitter, Observer};
 use crate::internal_events::heal::BreakerClosed;
 use crate::lock::lock;
 
@@ -121,6 +121,30 @@ impl Entry {
             None => {}
         }
     }
+}
+
+/// Says the breaker of container `name` closed, and why: a log line, a
+/// count, and a `dockwarden.breaker_closed` event about `event`'s actor (a
+/// dry run's breaker was never counted open).
+pub(super) fn announce_closed(
+    emitter: &Emitter,
+    name: &str,
+    event: &Event,
+    reason: &'static str,
+    dry_run: bool,
+) {
+    emitter.emit(
+        &BreakerClosed {
+            container: name,
+            reason,
+            dry_run,
+        },
+        Some(About {
+            id: &event.actor_id,
+            name,
+            cause: event,
+        }),
+    );
 }
 
 /// Closes the breaker of `e`: healing starts over. Only the breaker and
@@ -411,17 +435,12 @@ impl Observer for Healer {
                         let unverified = self.offline.as_ref().map(|_| super::offline::STARTED_BY);
                         self.note_closed(rule, &name, "started by hand", unverified);
                         // A dry run's breaker was never counted open.
-                        ctx.emit(
-                            &BreakerClosed {
-                                container: &name,
-                                reason: "started by hand",
-                                dry_run: ctx.dry_run,
-                            },
-                            Some(About {
-                                id,
-                                name: &name,
-                                cause: event,
-                            }),
+                        announce_closed(
+                            &ctx.emitter(),
+                            &name,
+                            event,
+                            "started by hand",
+                            ctx.dry_run,
                         );
                     }
                 }
@@ -449,18 +468,7 @@ impl Observer for Healer {
                     e.call_off(&name, "destroyed");
                     if e.breaker_open {
                         self.note_closed(e.rule.clone(), &name, "destroyed", None);
-                        ctx.emit(
-                            &BreakerClosed {
-                                container: &name,
-                                reason: "destroyed",
-                                dry_run: ctx.dry_run,
-                            },
-                            Some(About {
-                                id,
-                                name: &name,
-                                cause: event,
-                            }),
-                        );
+                        announce_closed(&ctx.emitter(), &name, event, "destroyed", ctx.dry_run);
                     }
                     ctx.metrics.forget_container(&name);
                 }
