@@ -153,7 +153,8 @@ impl Sink {
         if self.batch.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.batch);
+        let next = self.queue.next_batch();
+        let batch = std::mem::replace(&mut self.batch, next);
         self.handed = Some(Instant::now());
         if let Err(dropped) = self.queue.try_send(batch) {
             // A closed queue means shutdown: nothing to count.
