@@ -178,17 +178,13 @@ impl Enqueue {
             }
             Err(_) => Vec::new(),
         };
-        let mut next: Option<Batch> = None;
-        for mut batch in spent {
-            batch.clear();
-            if next
-                .as_ref()
-                .is_none_or(|n| n.capacity() < batch.capacity())
-            {
-                next = Some(batch);
-            }
-        }
-        next.unwrap_or_default()
+        // The others, and their events, are let go of on the way.
+        let mut next = spent
+            .into_iter()
+            .max_by_key(Vec::capacity)
+            .unwrap_or_default();
+        next.clear();
+        next
     }
 }
 
@@ -249,6 +245,7 @@ impl Dequeue {
             spent.batches.push(batch);
             return;
         }
+        // Let go of here, once the reader may take the lock again.
         drop(spent);
         drop(batch);
     }
