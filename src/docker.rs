@@ -16,8 +16,6 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use bollard::Docker;
-
 pub mod engine;
 pub mod http1;
 pub mod reads;
@@ -266,8 +264,8 @@ fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
 /// restart, stop or recreate): the usual limit on top of it, so a long
 /// graceful stop is not reported as failed while the engine is still
 /// stopping the container (docker-autoheal's #119).
-pub fn outliving_stop(docker: &Docker, stop_timeout_secs: u32) -> Docker {
-    docker.clone().with_timeout(std::time::Duration::from_secs(
+pub fn outliving_stop(docker: &Engine, stop_timeout_secs: u32) -> Engine {
+    docker.with_timeout(std::time::Duration::from_secs(
         API_TIMEOUT_SECS + u64::from(stop_timeout_secs),
     ))
 }

@@ -293,6 +293,19 @@ fn restarts_then_one_recreate_then_breaker() {
     assert!(!all.contains(&old_id));
 }
 
+/// Waits for `dw`'s first recreate, then the inspect of the new container
+/// named `name` (whose old inspect is `old`).
+fn recreated(dw: &Dockwarden, name: &str, old: &Value) -> Value {
+    assert!(
+        wait_until(Duration::from_secs(30), || actions(dw, "recreate", "ok")
+            >= 1.0),
+        "never recreated"
+    );
+    let new = inspect(name);
+    assert_ne!(new["Id"], old["Id"], "the same container");
+    new
+}
+
 /// Acceptance 4: a recreated container keeps env, labels, cmd, port binding,
 /// bind mount, named volume, memory limit, restart policy, healthcheck, and
 /// both user-defined networks with their aliases.
@@ -353,13 +366,7 @@ fn recreate_preserves_the_container() {
     ]);
     docker_ok(&["network", "connect", "--alias", "alias-two", &net2, &name]);
     let old = inspect(&name);
-    assert!(
-        wait_until(Duration::from_secs(30), || actions(&dw, "recreate", "ok")
-            >= 1.0),
-        "never recreated"
-    );
-    let new = inspect(&name);
-    assert_ne!(new["Id"], old["Id"]);
+    let new = recreated(&dw, &name, &old);
     let env: Vec<&str> = new["Config"]["Env"]
         .as_array()
         .into_iter()
@@ -402,6 +409,87 @@ fn recreate_preserves_the_container() {
     }
     let old_id = old["Id"].as_str().unwrap_or_default();
     assert!(!docker_ok(&["ps", "-a", "--no-trunc", "--format", "{{.ID}}"]).contains(old_id));
+}
+
+/// A recreate keeps what the create API takes only in places bollard's
+/// model lacks or a bind would override: a fixed MAC address (set through
+/// the API: the docker CLI sets it per network, which Engine 20.10
+/// refuses) and `--volumes-from …:ro`, which stays read-only over the same
+/// volume.
+#[test]
+fn recreate_keeps_a_fixed_mac_and_a_read_only_volume_from() {
+    let clean = Cleanup::for_engine_test();
+    let name = clean.container(unique("recreate-mac"));
+    let source = clean.container(unique("recreate-src"));
+    let dw = started(
+        &unhealthy_rule("recreate", "max_restarts = 1\nstop_timeout_secs = 1"),
+        &[],
+    );
+    docker_ok(&[
+        "run",
+        "--name",
+        &source,
+        "-v",
+        "/data",
+        &test_image(),
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    let volume = inspect(&source)["Mounts"][0]["Name"]
+        .as_str()
+        .map(str::to_owned)
+        .expect("the source's anonymous volume");
+    clean.volume(volume);
+    let mac = "02:64:77:61:72:64";
+    let create = serde_json::json!({
+        "Image": test_image(),
+        "Cmd": ["sleep", "300"],
+        "Labels": {"dwt.heal": "true"},
+        "MacAddress": mac,
+        "Healthcheck": {
+            "Test": ["CMD-SHELL", "test -e /tmp/never"],
+            "Interval": 500_000_000,
+            "Retries": 1,
+        },
+        "HostConfig": {"VolumesFrom": [format!("{source}:ro")]},
+    });
+    let socket = common::docker_socket_path().expect(
+        "this test creates its container through the engine's unix socket; unset DOCKER_HOST",
+    );
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("the engine's socket");
+    let (status, body) = common::http10_post_json(
+        &mut stream,
+        "docker",
+        &format!("/v1.41/containers/create?name={name}"),
+        &create.to_string(),
+    )
+    .expect("POST /containers/create");
+    assert_eq!(status, 201, "{body}");
+    docker_ok(&["start", &name]);
+    let old = inspect(&name);
+    assert_eq!(old["Config"]["MacAddress"], mac, "the engine took the MAC");
+    let new = recreated(&dw, &name, &old);
+    assert_eq!(new["Config"]["MacAddress"], mac, "{}", new["Config"]);
+    assert_eq!(
+        new["NetworkSettings"]["Networks"]["bridge"]["MacAddress"], mac,
+        "the new container's own MAC"
+    );
+    let data = new["Mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["Destination"] == "/data")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(data["RW"], false, "{data}");
+    assert_eq!(docker_ok(&["exec", &name, "cat", "/data/f"]).trim(), "kept");
+    let write = common::docker(&["exec", &name, "touch", "/data/g"]);
+    assert!(
+        !write.status.success(),
+        "/data is writable after the recreate: {}",
+        String::from_utf8_lossy(&write.stderr)
+    );
 }
 
 /// Acceptance 5: a crash under `--restart on-failure:5` is left to Docker

@@ -12,8 +12,9 @@
 //! [`Engine::inspect_container_as`] send the same `GET` on the same
 //! connections, and the latter decodes only the shape its caller asks for
 //! (the container view's). Their errors are bollard's (a refusal is `DockerResponseServerError`, as the callers'
-//! retry and denial reporting expect). Every other call is bollard's
-//! ([`Engine`] derefs to [`Docker`]).
+//! retry and denial reporting expect). A recreate's create goes through
+//! [`Engine::create_container_json`], for a field bollard's model lacks.
+//! Every other call is bollard's ([`Engine`] derefs to [`Docker`]).
 //!
 //! It must not decide what to call or when: handlers do.
 
@@ -139,6 +140,16 @@ impl Engine {
         }))
     }
 
+    /// The same client, every call allowed `timeout` (bollard's calls and
+    /// this client's own).
+    pub fn with_timeout(&self, timeout: Duration) -> Engine {
+        Engine(Arc::new(Parts {
+            docker: self.0.docker.clone().with_timeout(timeout),
+            timeout,
+            ..(*self.0).clone()
+        }))
+    }
+
     /// Asks the engine which API version to speak, as bollard does.
     pub async fn negotiate_version(self) -> Result<Engine, Error> {
         let docker = self.0.docker.clone().negotiate_version().await?;
@@ -170,23 +181,55 @@ impl Engine {
         Ok(decode(&body)?)
     }
 
+    /// `POST /containers/create?name={name}` with `body` as it is: for
+    /// what bollard's model of the request cannot carry (a fixed MAC
+    /// address is `Config.MacAddress` below API 1.44, and its model has no
+    /// such field). The new container's ID.
+    pub async fn create_container_json(
+        &self,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<String, Error> {
+        #[derive(serde::Deserialize)]
+        struct Created {
+            #[serde(rename = "Id")]
+            id: String,
+        }
+        let path = format!(
+            "/containers/create?name={}",
+            utf8_percent_encode(name, SEGMENT)
+        );
+        let json = Bytes::from(serde_json::to_vec(body)?);
+        let answer = self.send(hyper::Method::POST, &path, json).await?;
+        Ok(decode::<Created>(&answer)?.id)
+    }
+
     /// `GET /v1.NN{path}`: the body of a successful answer; any other is
     /// an error as bollard makes it (the engine's message, else its body).
     async fn get(&self, path: &str) -> Result<Bytes, Error> {
+        self.send(hyper::Method::GET, path, Bytes::new()).await
+    }
+
+    /// `method /v1.NN{path}` with `body` (JSON, or nothing); over the unix
+    /// socket a `GET` goes through [`Reads`], anything else through the
+    /// transport bollard uses.
+    async fn send(&self, method: hyper::Method, path: &str, body: Bytes) -> Result<Bytes, Error> {
         let version = self.0.docker.client_version();
         let target = format!(
             "/v{}.{}{path}",
             version.major_version, version.minor_version
         );
         let (status, body) = match &self.0.reads {
-            Some(reads) => {
+            Some(reads) if method == hyper::Method::GET => {
                 let answer = reads.get(&target, self.0.timeout).await?;
                 (answer.status, answer.body)
             }
-            None => {
-                let request = hyper::Request::get(format!("{}{target}", self.0.base))
+            _ => {
+                let request = hyper::Request::builder()
+                    .method(method)
+                    .uri(format!("{}{target}", self.0.base))
                     .header(hyper::header::CONTENT_TYPE, "application/json")
-                    .body(bollard::body_full(Bytes::new()))?;
+                    .body(bollard::body_full(body))?;
                 let response = tokio::time::timeout(self.0.timeout, (self.0.transport)(request))
                     .await
                     .map_err(|_| Error::RequestTimeoutError)??;

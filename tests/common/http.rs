@@ -12,9 +12,37 @@ pub fn http10_get<S: Read + Write>(
     host: &str,
     path: &str,
 ) -> io::Result<(u16, String)> {
+    http10(stream, host, "GET", path, None)
+}
+
+/// Sends `POST path HTTP/1.0` with a JSON body on `stream`; as
+/// [`http10_get`].
+pub fn http10_post_json<S: Read + Write>(
+    stream: &mut S,
+    host: &str,
+    path: &str,
+    json: &str,
+) -> io::Result<(u16, String)> {
+    http10(stream, host, "POST", path, Some(json))
+}
+
+fn http10<S: Read + Write>(
+    stream: &mut S,
+    host: &str,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> io::Result<(u16, String)> {
+    let head = json.map_or_else(String::new, |json| {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            json.len()
+        )
+    });
     // One write: some servers read the request head in one go.
     let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: dockwarden-tests\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: dockwarden-tests\r\n{head}\r\n{}",
+        json.unwrap_or_default()
     );
     stream.write_all(request.as_bytes())?;
     stream.flush()?;

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
 use bollard::models::ContainerUpdateBody;
 use bollard::query_parameters::{RestartContainerOptions, StopContainerOptions};
 use tokio_util::sync::CancellationToken;
@@ -16,6 +15,7 @@ use super::book::{Entry, Healer, announce_closed, reopen};
 use super::facts::{Facts, Why, describe};
 use super::policy::{Failure, Kind};
 use super::{Heal, dependents, recreate};
+use crate::docker::Engine;
 use crate::docker::calls::Call;
 use crate::event::Event;
 use crate::handlers::About;
@@ -156,7 +156,7 @@ pub(super) struct Plan {
 /// says it stays open. Run off the lane: the observer cannot wait.
 pub(super) fn close_if_started_by_hand(
     book: Arc<std::sync::Mutex<foldhash::HashMap<String, Entry>>>,
-    docker: crate::docker::Engine,
+    docker: Engine,
     ctx: &Ctx,
     event: Arc<Event>,
     name: String,
@@ -196,7 +196,7 @@ pub(super) fn close_if_started_by_hand(
 
 /// After a backoff: is the action still wanted? Some(reason) if not.
 async fn no_longer_needed(
-    docker: &crate::docker::Engine,
+    docker: &Engine,
     metrics: &crate::metrics::Metrics,
     healer: &Healer,
     facts: &Facts,
@@ -247,7 +247,7 @@ async fn no_longer_needed(
 /// containers that depend on it are to follow, how it was healed; or None
 /// if it decided to leave the container alone.
 async fn act(
-    docker: &Docker,
+    docker: &Engine,
     healer: &Healer,
     facts: &Facts,
     kind: Kind,
@@ -369,7 +369,7 @@ fn raised_swap(current: i64, swap: i64, raised: i64) -> i64 {
 
 /// Restarts container `id` (named `name`), its events marked as ours.
 pub(super) async fn restart_container(
-    docker: &Docker,
+    docker: &Engine,
     healer: &Healer,
     (name, id): (&str, &str),
     stop_timeout: u32,
@@ -391,7 +391,7 @@ pub(super) async fn restart_container(
 }
 
 async fn restart(
-    docker: &Docker,
+    docker: &Engine,
     healer: &Healer,
     facts: &Facts,
     stop_timeout: u32,
@@ -402,20 +402,22 @@ async fn restart(
 /// Recreates container `id` (named `name`) from its inspect, changed by
 /// `adjust` first, its events marked as ours; the log text and the new ID.
 pub(super) async fn recreate_as(
-    docker: &Docker,
+    docker: &Engine,
     healer: &Healer,
     (name, id): (&str, &str),
     stop_timeout: u32,
     adjust: impl FnOnce(&mut bollard::models::ContainerInspectResponse),
 ) -> Result<(String, String), HandlerError> {
     let aside = recreate::aside_name(name, id);
-    let mut info = docker
-        .inspect_container(id, None)
-        .await
-        .map_err(|e| HandlerError::engine(Call::ContainerInspect, "inspect", e))?;
-    adjust(&mut info);
+    let inspected = match docker.inspect_container_as(id).await {
+        Ok(json) => recreate::Old::from_json(json).map_err(bollard::errors::Error::from),
+        Err(e) => Err(e),
+    };
+    let mut old =
+        inspected.map_err(|e| HandlerError::engine(Call::ContainerInspect, "inspect", e))?;
+    adjust(&mut old.info);
     healer.mark_own(&[name, &aside], stop_timeout);
-    let result = recreate::recreate(docker, &info, stop_timeout as i32).await;
+    let result = recreate::recreate(docker, &old, stop_timeout as i32).await;
     // The old container's aside name is gone for good either way.
     healer.book().remove(&aside);
     match result {

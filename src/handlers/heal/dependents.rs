@@ -19,7 +19,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bollard::Docker;
 use bollard::models::ContainerSummary;
 use bollard::query_parameters::ListContainersOptions;
 use tracing::{info, warn};
@@ -28,6 +27,7 @@ use super::action;
 use super::book::Healer;
 use super::labels::{DEPENDS_ON, Overrides, depends_on};
 use crate::containers::{Containers, plain_name};
+use crate::docker::Engine;
 use crate::docker::calls::Call;
 use crate::event::Event;
 use crate::handlers::{About, Emitter, HandlerError};
@@ -152,7 +152,7 @@ fn next_level(
 
 /// Everything a cascade needs from the healing task.
 pub(super) struct Cascade<'a> {
-    pub docker: &'a Docker,
+    pub docker: &'a Engine,
     pub healer: &'a Healer,
     pub emitter: &'a Emitter,
     pub containers: &'a Arc<Containers>,
@@ -306,7 +306,7 @@ impl Cascade<'_> {
 
     async fn restart(
         &self,
-        docker: &Docker,
+        docker: &Engine,
         c: &Running,
         stop_timeout: u32,
     ) -> Result<(String, Option<String>), HandlerError> {
@@ -317,7 +317,7 @@ impl Cascade<'_> {
     /// Recreates `c` with `network_mode: container:<x>`.
     async fn recreate_into(
         &self,
-        docker: &Docker,
+        docker: &Engine,
         c: &Running,
         x: &str,
         stop_timeout: u32,

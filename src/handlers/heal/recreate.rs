@@ -4,20 +4,23 @@
 //! the new one exists, is connected to every network and has started; any
 //! failure on the way removes the new one, gives the old one its name back
 //! and restores its running state.
+//!
+//! This file is long because every step of the swap has its rollback, and
+//! its tests build the create request from inspects as the engine gives
+//! them.
 
 use std::collections::HashMap;
 
-use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, MountType,
     NetworkConnectRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, RemoveContainerOptions, RenameContainerOptions, StartContainerOptions,
-    StopContainerOptions,
+    RemoveContainerOptions, RenameContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use tracing::{error, warn};
 
+use crate::docker::Engine;
 use crate::docker::calls::{self, Call};
 
 /// Why a recreate failed. The old container is back in place unless the
@@ -70,10 +73,38 @@ impl RecreateError {
     }
 }
 
+/// The old container as a recreate reads it: bollard's model of its
+/// inspect, and what that model lacks.
+pub struct Old {
+    pub info: ContainerInspectResponse,
+    /// `Config.MacAddress`: the engine fills it only for a MAC address
+    /// someone fixed (`docker run --mac-address`, compose's `mac_address`),
+    /// and below API 1.44 a create takes a fixed MAC address nowhere else.
+    pub mac_address: Option<String>,
+}
+
+impl Old {
+    /// The old container from its inspect's JSON.
+    pub fn from_json(json: serde_json::Value) -> Result<Old, serde_json::Error> {
+        let mac_address = json
+            .pointer("/Config/MacAddress")
+            .and_then(serde_json::Value::as_str)
+            .filter(|mac| !mac.is_empty())
+            .map(str::to_owned);
+        Ok(Old {
+            info: serde_json::from_value(json)?,
+            mac_address,
+        })
+    }
+}
+
 /// The create request and the networks to connect after it.
 pub struct Blueprint {
     pub name: String,
     pub body: ContainerCreateBody,
+    /// The old container's fixed MAC address, sent as `Config.MacAddress`
+    /// (none when the new one joins another's network stack).
+    pub mac_address: Option<String>,
     /// Networks beyond the first: the API (below 1.44) takes one at create.
     pub extra_networks: Vec<(String, EndpointSettings)>,
 }
@@ -104,8 +135,21 @@ fn endpoint(network: &str, old: &EndpointSettings, old_short_id: &str) -> Endpoi
     }
 }
 
+impl Blueprint {
+    /// The create request's JSON: bollard's body, and the fixed MAC address
+    /// its model has no field for.
+    pub fn request(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let mut body = serde_json::to_value(&self.body)?;
+        if let (Some(mac), Some(fields)) = (&self.mac_address, body.as_object_mut()) {
+            fields.insert("MacAddress".to_owned(), mac.clone().into());
+        }
+        Ok(body)
+    }
+}
+
 /// Builds the create request from inspect data.
-pub fn blueprint(info: &ContainerInspectResponse) -> Result<Blueprint, RecreateError> {
+pub fn blueprint(old: &Old) -> Result<Blueprint, RecreateError> {
+    let info = &old.info;
     let id = info.id.as_deref().ok_or(RecreateError::Incomplete("Id"))?;
     let short_id = id.get(..12).unwrap_or(id);
     let name = info
@@ -140,6 +184,8 @@ pub fn blueprint(info: &ContainerInspectResponse) -> Result<Blueprint, RecreateE
     }
     // Anonymous volumes (from the image's VOLUME or `-v /path`) are not in
     // HostConfig: bind them by name so the new container keeps the data.
+    // Those of `--volumes-from` are in the mounts too, and a bind of the
+    // same target overrides VolumesFrom: one read-only there stays so.
     let mut targets: Vec<String> = host
         .binds
         .iter()
@@ -156,9 +202,10 @@ pub fn blueprint(info: &ContainerInspectResponse) -> Result<Blueprint, RecreateE
         if let (Some("volume"), Some(vol), Some(dest)) = (m.typ.as_deref(), &m.name, &m.destination)
             && !targets.contains(dest)
         {
+            let mode = if m.rw == Some(false) { ":ro" } else { "" };
             host.binds
                 .get_or_insert_with(Vec::new)
-                .push(format!("{vol}:{dest}"));
+                .push(format!("{vol}:{dest}{mode}"));
             targets.push(dest.clone());
         }
     }
@@ -234,6 +281,7 @@ pub fn blueprint(info: &ContainerInspectResponse) -> Result<Blueprint, RecreateE
     Ok(Blueprint {
         name,
         body,
+        mac_address: old.mac_address.clone().filter(|_| !shares_stack),
         extra_networks,
     })
 }
@@ -245,11 +293,12 @@ pub fn aside_name(name: &str, old_id: &str) -> String {
 
 /// Replaces the container; returns the new container's ID.
 pub async fn recreate(
-    docker: &Docker,
-    info: &ContainerInspectResponse,
+    docker: &Engine,
+    old: &Old,
     stop_timeout_secs: i32,
 ) -> Result<String, RecreateError> {
-    let plan = blueprint(info)?;
+    let info = &old.info;
+    let plan = blueprint(old)?;
     let old_id = info.id.clone().ok_or(RecreateError::Incomplete("Id"))?;
     let was_running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
     let aside = aside_name(&plan.name, &old_id);
@@ -288,17 +337,12 @@ pub async fn recreate(
         .await);
     }
 
-    let created = docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(plan.name.clone()),
-                platform: String::new(),
-            }),
-            plan.body.clone(),
-        )
-        .await;
+    let created = match plan.request() {
+        Ok(body) => docker.create_container_json(&plan.name, &body).await,
+        Err(e) => Err(e.into()),
+    };
     let new_id = match created {
-        Ok(r) => r.id,
+        Ok(id) => id,
         Err(e) => {
             return Err(rollback(
                 docker,
@@ -369,7 +413,7 @@ pub async fn recreate(
 }
 
 async fn rollback(
-    docker: &Docker,
+    docker: &Engine,
     old_id: &str,
     new_id: Option<&str>,
     name: &str,
@@ -393,7 +437,7 @@ async fn rollback(
 /// back, restarts it if it was running. What failed, in words, and the calls
 /// a proxy denied.
 async fn restore(
-    docker: &Docker,
+    docker: &Engine,
     old_id: &str,
     new_id: Option<&str>,
     name: &str,
@@ -454,5 +498,59 @@ async fn restore(
         let all = problems.join("; ");
         error!(container = %name, problems = %all, "Rolling back a failed recreate was incomplete.");
         Err((all, denied))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An inspect as Engine 20.10 gives it, cut to what a recreate reads:
+    /// `--volumes-from src:ro` of an anonymous volume, a fixed MAC address,
+    /// and an anonymous volume of its own.
+    fn old(network_mode: &str) -> Old {
+        let mount = |name: &str, dest: &str, rw: bool| serde_json::json!({"Type": "volume", "Name": name, "Destination": dest, "RW": rw});
+        Old::from_json(serde_json::json!({
+            "Id": "3f2a9c01b2c3d4e5f6a7b8c9",
+            "Name": "/web",
+            "Config": {"Image": "img", "MacAddress": "02:42:ac:11:00:99"},
+            "HostConfig": {"NetworkMode": network_mode, "VolumesFrom": ["src:ro"]},
+            "Mounts": [mount("shared", "/data", false), mount("own", "/cache", true)],
+        }))
+        .expect("an inspect")
+    }
+
+    #[test]
+    fn a_read_only_volume_from_another_container_stays_read_only() {
+        let plan = blueprint(&old("default")).expect("a blueprint");
+        let host = plan.body.host_config.as_ref().expect("HostConfig");
+        assert_eq!(
+            host.binds.as_deref(),
+            Some(&["shared:/data:ro".to_owned(), "own:/cache".to_owned()][..])
+        );
+        assert_eq!(
+            host.volumes_from.as_deref(),
+            Some(&["src:ro".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn a_fixed_mac_address_is_sent_unless_the_stack_is_another_s() {
+        let request = |mode| {
+            let plan = blueprint(&old(mode)).expect("a blueprint");
+            plan.request().expect("JSON")
+        };
+        let own = request("default");
+        assert_eq!(own["MacAddress"], "02:42:ac:11:00:99", "{own}");
+        assert_eq!(own["Image"], "img", "{own}");
+        for shared in ["container:db", "host"] {
+            let joined = request(shared);
+            assert!(joined.get("MacAddress").is_none(), "{shared}: {joined}");
+        }
+        // An engine-chosen MAC is in no Config: none is fixed.
+        let mut auto = serde_json::to_value(&old("default").info).expect("JSON");
+        auto["Config"]["MacAddress"] = "".into();
+        let auto = Old::from_json(auto).expect("an inspect");
+        assert_eq!(auto.mac_address, None);
     }
 }
