@@ -864,7 +864,7 @@ fn logs_name_the_target_and_host_never_the_url_or_token() {
 /// answers an unknown route with "Cannot POST /hooks/<key>". The excerpt
 /// of the body that is logged has the URL's path and query, and the
 /// token, replaced, also where one starts inside the bytes kept and ends
-/// beyond them.
+/// beyond them, and a part of the path echoed alone or escaped for HTML.
 #[test]
 fn an_answer_echoing_the_secret_path_query_or_token_is_logged_redacted() {
     let dir = TempDir::new("notify-echo");
@@ -874,9 +874,11 @@ fn an_answer_echoing_the_secret_path_query_or_token_is_logged_redacted() {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Error</title>\n</head>\n<body>\n<pre>Cannot POST {path}?{query}</pre>\n</body>\n</html>\n"
     );
     let straddling = format!("{}{token} is not a valid token", "x".repeat(195));
+    let partial = "no topic SECRET-path, try &lt;key=SECRET-query&gt;";
     r.script([
         Reply::status(404).body(&express),
         Reply::status(401).body(&straddling),
+        Reply::status(403).body(partial),
     ]);
     let logs = logged(async {
         let mut t = target("phone", Kind::Ntfy, &r.url(&format!("{path}?{query}")));
@@ -884,10 +886,11 @@ fn an_answer_echoing_the_secret_path_query_or_token_is_logged_redacted() {
         let (notifier, metrics) = start(&config(vec![t]), &dir);
         notifier.handle().send("phone", msg(1));
         notifier.handle().send("phone", msg(2));
+        notifier.handle().send("phone", msg(3));
         assert!(
             eventually(Duration::from_secs(3), || counted(
                 &metrics, "phone", "failed"
-            ) == 2.0)
+            ) == 3.0)
             .await
         );
         notifier.close(Duration::from_millis(200)).await;
@@ -899,6 +902,10 @@ fn an_answer_echoing_the_secret_path_query_or_token_is_logged_redacted() {
     );
     assert!(
         logs.contains("HTTP 401") && logs.contains("xxxxx[reda"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("HTTP 403") && logs.contains("no topic [redacted], try &lt;[redacted]&gt;"),
         "{logs}"
     );
 }

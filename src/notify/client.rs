@@ -11,7 +11,8 @@
 //! texts never hold the URL: only the target's host is ever shown. A
 //! refusing answer's body is kept with the URL's path and query and the
 //! target's secrets redacted, since receivers echo them ("Cannot POST
-//! /hooks/<key>").
+//! /hooks/<key>"), or a part of them ("no such topic <topic>", "invalid
+//! token <key>"), or escape them for HTML.
 
 use std::time::Duration;
 
@@ -26,6 +27,11 @@ const BODY_PREFIX: usize = 200;
 
 /// What a secret in a kept body is replaced with.
 const REDACTED: &str = "[redacted]";
+
+/// The shortest path segment or query value redacted on its own: shorter
+/// ones are words such as `hooks` or `api`; keys, tokens and topics that
+/// stand for one are longer.
+const MIN_ECHOED_PART: usize = 10;
 
 /// Longest `Retry-After` honoured; a larger one is treated as this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -144,25 +150,60 @@ pub async fn attempt(
 }
 
 /// What an answer may echo of `req` that must not reach a log: the URL's
-/// path (unless just `/`) and query, as sent and percent-decoded, and the
-/// target's secrets. Longest first, so where one holds another (a path
-/// ending in the token) the longer is replaced whole.
+/// path (unless just `/`) and query, each of their segments and values of
+/// [`MIN_ECHOED_PART`] bytes or more, the URL's password, and the target's
+/// secrets; each as sent, percent-decoded and escaped for HTML. Longest
+/// first, so where one holds another (a path ending in the token) the
+/// longer is replaced whole.
 fn echoable(req: &Request) -> Vec<String> {
     let path = Some(req.url.path()).filter(|p| *p != "/");
     let query = req.url.query();
+    let segments = path.into_iter().flat_map(|p| p.split('/'));
+    let values = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .map(|pair| pair.split_once('=').map_or(pair, |(_, value)| value));
+    let parts = segments
+        .chain(values)
+        .filter(|part| part.len() >= MIN_ECHOED_PART);
     let mut found: Vec<String> = Vec::new();
-    for part in path.into_iter().chain(query) {
+    for part in path.into_iter().chain(query).chain(parts) {
         found.push(part.to_owned());
         if let Ok(decoded) = percent_encoding::percent_decode_str(part).decode_utf8() {
             found.push(decoded.into_owned());
         }
     }
+    found.extend(req.url.password().map(str::to_owned));
     found.extend(req.secrets.iter().map(|s| s.expose().to_owned()));
+    let escaped: Vec<String> = found.iter().filter_map(|s| html_escaped(s)).collect();
+    found.extend(escaped);
     // An empty needle would match everywhere.
     found.retain(|s| !s.is_empty());
     found.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
     found.dedup();
     found
+}
+
+/// `text` as an HTML page shows it (escape-html's five, as Express's error
+/// page escapes), if that differs.
+fn html_escaped(text: &str) -> Option<String> {
+    let escape = |c| match c {
+        '&' => Some("&amp;"),
+        '<' => Some("&lt;"),
+        '>' => Some("&gt;"),
+        '"' => Some("&quot;"),
+        '\'' => Some("&#39;"),
+        _ => None,
+    };
+    text.chars().any(|c| escape(c).is_some()).then(|| {
+        text.chars().fold(String::new(), |mut out, c| {
+            match escape(c) {
+                Some(entity) => out.push_str(entity),
+                None => out.push(c),
+            }
+            out
+        })
+    })
 }
 
 /// The first `keep` bytes of `text` (whole characters), with each of
@@ -285,5 +326,40 @@ mod tests {
         assert_eq!(redact("héllo", 2), "hé");
         // `/` alone is not a secret: it would eat every slash.
         assert_eq!(echoable(&request("http://h/", &[])), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_part_of_the_url_echoed_alone_or_escaped_for_html_is_redacted() {
+        let req = Request {
+            url: reqwest::Url::parse(
+                "http://user:pw-secret@h/services/T0/B0/XyZ123secret456?token=gotify-tok-1&a=b&c=d",
+            )
+            .expect("test URL"),
+            headers: Vec::new(),
+            body: Vec::new(),
+            secrets: Vec::new(),
+        };
+        let secrets = echoable(&req);
+        let redact = |text: &str| redacted_prefix(text, &secrets, 200);
+        assert_eq!(
+            redact("invalid key XyZ123secret456 for services"),
+            "invalid key [redacted] for services"
+        );
+        assert_eq!(redact("bad token gotify-tok-1"), "bad token [redacted]");
+        assert_eq!(
+            redact("user user, password pw-secret"),
+            "user user, password [redacted]"
+        );
+        assert_eq!(
+            redact(
+                "Cannot POST /services/T0/B0/XyZ123secret456?token=gotify-tok-1&amp;a=b&amp;c=d"
+            ),
+            "Cannot POST [redacted]?[redacted]"
+        );
+        // Short words of the path stay readable.
+        assert!(
+            !secrets.iter().any(|s| s == "services" || s == "T0"),
+            "{secrets:?}"
+        );
     }
 }
