@@ -413,9 +413,9 @@ fn recreate_preserves_the_container() {
 
 /// A recreate keeps what the create API takes only in places bollard's
 /// model lacks or a bind would override: a fixed MAC address (set through
-/// the API: the docker CLI sets it per network, which Engine 20.10
-/// refuses) and `--volumes-from …:ro`, which stays read-only over the same
-/// volume.
+/// the API, where the engine's version takes it: the docker CLI 25 and
+/// later set it per network, which engines below API 1.44 refuse) and
+/// `--volumes-from …:ro`, which stays read-only over the same volume.
 #[test]
 fn recreate_keeps_a_fixed_mac_and_a_read_only_volume_from() {
     let clean = Cleanup::for_engine_test();
@@ -442,11 +442,29 @@ fn recreate_keeps_a_fixed_mac_and_a_read_only_volume_from() {
         .expect("the source's anonymous volume");
     clean.volume(volume);
     let mac = "02:64:77:61:72:64";
-    let create = serde_json::json!({
+    let socket = common::docker_socket_path().expect(
+        "this test creates its container through the engine's unix socket; unset DOCKER_HOST",
+    );
+    let engine =
+        |send: &dyn Fn(&mut std::os::unix::net::UnixStream) -> std::io::Result<(u16, String)>| {
+            let mut stream =
+                std::os::unix::net::UnixStream::connect(&socket).expect("the engine's socket");
+            send(&mut stream).expect("an answer from the engine")
+        };
+    let (_, version) = engine(&|s| common::http10_get(s, "docker", "/version"));
+    let version: Value = serde_json::from_str(&version).expect("GET /version's JSON");
+    let api = version["ApiVersion"]
+        .as_str()
+        .expect("ApiVersion")
+        .to_owned();
+    let minor: u32 = api
+        .strip_prefix("1.")
+        .and_then(|m| m.parse().ok())
+        .expect("an API version 1.N");
+    let mut create = serde_json::json!({
         "Image": test_image(),
         "Cmd": ["sleep", "300"],
         "Labels": {"dwt.heal": "true"},
-        "MacAddress": mac,
         "Healthcheck": {
             "Test": ["CMD-SHELL", "test -e /tmp/never"],
             "Interval": 500_000_000,
@@ -454,27 +472,27 @@ fn recreate_keeps_a_fixed_mac_and_a_read_only_volume_from() {
         },
         "HostConfig": {"VolumesFrom": [format!("{source}:ro")]},
     });
-    let socket = common::docker_socket_path().expect(
-        "this test creates its container through the engine's unix socket; unset DOCKER_HOST",
-    );
-    let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("the engine's socket");
-    let (status, body) = common::http10_post_json(
-        &mut stream,
-        "docker",
-        &format!("/v1.41/containers/create?name={name}"),
-        &create.to_string(),
-    )
-    .expect("POST /containers/create");
+    if minor < 44 {
+        create["MacAddress"] = mac.into();
+    } else {
+        create["NetworkingConfig"] =
+            serde_json::json!({"EndpointsConfig": {"bridge": {"MacAddress": mac}}});
+    }
+    let (status, body) = engine(&|s| {
+        common::http10_post_json(
+            s,
+            "docker",
+            &format!("/v{api}/containers/create?name={name}"),
+            &create.to_string(),
+        )
+    });
     assert_eq!(status, 201, "{body}");
     docker_ok(&["start", &name]);
+    let mac_in_use = |c: &Value| c["NetworkSettings"]["Networks"]["bridge"]["MacAddress"].clone();
     let old = inspect(&name);
-    assert_eq!(old["Config"]["MacAddress"], mac, "the engine took the MAC");
+    assert_eq!(mac_in_use(&old), mac, "the engine took the MAC");
     let new = recreated(&dw, &name, &old);
-    assert_eq!(new["Config"]["MacAddress"], mac, "{}", new["Config"]);
-    assert_eq!(
-        new["NetworkSettings"]["Networks"]["bridge"]["MacAddress"], mac,
-        "the new container's own MAC"
-    );
+    assert_eq!(mac_in_use(&new), mac, "the new container's MAC");
     let data = new["Mounts"]
         .as_array()
         .into_iter()

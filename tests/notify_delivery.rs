@@ -869,12 +869,12 @@ fn logs_name_the_target_and_host_never_the_url_or_token() {
 fn an_answer_echoing_the_secret_path_query_or_token_is_logged_redacted() {
     let dir = TempDir::new("notify-echo");
     let r = Receiver::start();
-    let (path, query, token) = ("/hooks/SECRET-path", "key=SECRET-query", "SECRET-token");
+    let (path, query, token) = ("/hooks/SECRET-path", "key=SECRET-query&x=y", "SECRET-token");
     let express = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Error</title>\n</head>\n<body>\n<pre>Cannot POST {path}?{query}</pre>\n</body>\n</html>\n"
     );
     let straddling = format!("{}{token} is not a valid token", "x".repeat(195));
-    let partial = "no topic SECRET-path, try &lt;key=SECRET-query&gt;";
+    let partial = "no topic SECRET-path, try &lt;key=SECRET-query&amp;x=y&gt;";
     r.script([
         Reply::status(404).body(&express),
         Reply::status(401).body(&straddling),

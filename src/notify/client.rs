@@ -150,11 +150,11 @@ pub async fn attempt(
 }
 
 /// What an answer may echo of `req` that must not reach a log: the URL's
-/// path (unless just `/`) and query, each of their segments and values of
-/// [`MIN_ECHOED_PART`] bytes or more, the URL's password, and the target's
-/// secrets; each as sent, percent-decoded and escaped for HTML. Longest
-/// first, so where one holds another (a path ending in the token) the
-/// longer is replaced whole.
+/// path (unless just `/`) and query, each of their segments and values and
+/// the URL's user name of [`MIN_ECHOED_PART`] bytes or more, its password,
+/// and the target's secrets; each as sent, percent-decoded and escaped for
+/// HTML. Longest first, so where one holds another (a path ending in the
+/// token) the longer is replaced whole.
 fn echoable(req: &Request) -> Vec<String> {
     let path = Some(req.url.path()).filter(|p| *p != "/");
     let query = req.url.query();
@@ -165,17 +165,18 @@ fn echoable(req: &Request) -> Vec<String> {
         .map(|pair| pair.split_once('=').map_or(pair, |(_, value)| value));
     let parts = segments
         .chain(values)
+        .chain(Some(req.url.username()))
         .filter(|part| part.len() >= MIN_ECHOED_PART);
+    let whole = path.into_iter().chain(query).chain(req.url.password());
     let mut found: Vec<String> = Vec::new();
-    for part in path.into_iter().chain(query).chain(parts) {
+    for part in whole.chain(parts) {
         found.push(part.to_owned());
         if let Ok(decoded) = percent_encoding::percent_decode_str(part).decode_utf8() {
             found.push(decoded.into_owned());
         }
     }
-    found.extend(req.url.password().map(str::to_owned));
     found.extend(req.secrets.iter().map(|s| s.expose().to_owned()));
-    let escaped: Vec<String> = found.iter().filter_map(|s| html_escaped(s)).collect();
+    let escaped: Vec<String> = found.iter().flat_map(|s| html_escaped(s)).collect();
     found.extend(escaped);
     // An empty needle would match everywhere.
     found.retain(|s| !s.is_empty());
@@ -184,26 +185,35 @@ fn echoable(req: &Request) -> Vec<String> {
     found
 }
 
-/// `text` as an HTML page shows it (escape-html's five, as Express's error
-/// page escapes), if that differs.
-fn html_escaped(text: &str) -> Option<String> {
-    let escape = |c| match c {
-        '&' => Some("&amp;"),
-        '<' => Some("&lt;"),
-        '>' => Some("&gt;"),
-        '"' => Some("&quot;"),
-        '\'' => Some("&#39;"),
-        _ => None,
-    };
-    text.chars().any(|c| escape(c).is_some()).then(|| {
-        text.chars().fold(String::new(), |mut out, c| {
-            match escape(c) {
-                Some(entity) => out.push_str(entity),
+/// `text` as an HTML page shows it, where that differs: as escape-html
+/// escapes it (Express's error page), and as Go's `html.EscapeString` does
+/// (`"` as `&#34;`).
+fn html_escaped(text: &str) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    for quote in ["&quot;", "&#34;"] {
+        let entity = |c| match c {
+            '&' => Some("&amp;"),
+            '<' => Some("&lt;"),
+            '>' => Some("&gt;"),
+            '"' => Some(quote),
+            '\'' => Some("&#39;"),
+            _ => None,
+        };
+        if !text.chars().any(|c| entity(c).is_some()) {
+            break;
+        }
+        let escaped = text.chars().fold(String::new(), |mut out, c| {
+            match entity(c) {
+                Some(e) => out.push_str(e),
                 None => out.push(c),
             }
             out
-        })
-    })
+        });
+        if !all.contains(&escaped) {
+            all.push(escaped);
+        }
+    }
+    all
 }
 
 /// The first `keep` bytes of `text` (whole characters), with each of
@@ -332,7 +342,7 @@ mod tests {
     fn a_part_of_the_url_echoed_alone_or_escaped_for_html_is_redacted() {
         let req = Request {
             url: reqwest::Url::parse(
-                "http://user:pw-secret@h/services/T0/B0/XyZ123secret456?token=gotify-tok-1&a=b&c=d",
+                "http://hook-user-name:pw%40secret@h/services/T0/B0/XyZ123secret456?token=gotify-tok-1&a=b&c=d&q=%22x%22",
             )
             .expect("test URL"),
             headers: Vec::new(),
@@ -347,14 +357,19 @@ mod tests {
         );
         assert_eq!(redact("bad token gotify-tok-1"), "bad token [redacted]");
         assert_eq!(
-            redact("user user, password pw-secret"),
-            "user user, password [redacted]"
+            redact("user hook-user-name, password pw@secret or pw%40secret"),
+            "user [redacted], password [redacted] or [redacted]"
+        );
+        let query = "token=gotify-tok-1&amp;a=b&amp;c=d&amp;q=";
+        assert_eq!(
+            redact(&format!(
+                "Cannot POST /services/T0/B0/XyZ123secret456?{query}&quot;x&quot;"
+            )),
+            "Cannot POST [redacted]?[redacted]"
         );
         assert_eq!(
-            redact(
-                "Cannot POST /services/T0/B0/XyZ123secret456?token=gotify-tok-1&amp;a=b&amp;c=d"
-            ),
-            "Cannot POST [redacted]?[redacted]"
+            redact(&format!("bad query {query}&#34;x&#34;")),
+            "bad query [redacted]"
         );
         // Short words of the path stay readable.
         assert!(

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use bollard::ClientVersion;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, MountType,
     NetworkConnectRequest, NetworkingConfig,
@@ -78,10 +79,18 @@ impl RecreateError {
 pub struct Old {
     pub info: ContainerInspectResponse,
     /// `Config.MacAddress`: the engine fills it only for a MAC address
-    /// someone fixed (`docker run --mac-address`, compose's `mac_address`),
-    /// and below API 1.44 a create takes a fixed MAC address nowhere else.
+    /// someone fixed (`docker run --mac-address`, compose's
+    /// `mac_address`). Engines 25.0.0 and 25.0.1 filled it with the MAC in
+    /// use (moby#47228); from API 1.52 the inspect has it no more, and a
+    /// fixed MAC cannot be told from an engine-chosen one.
     pub mac_address: Option<String>,
 }
+
+/// The API version from which a create takes a MAC address per endpoint
+/// (`EndpointSettings.MacAddress`), and `Config.MacAddress` is deprecated:
+/// the engine moves it to the network `NetworkMode` names, and refuses the
+/// create when none of the endpoints is that one.
+const MAC_PER_ENDPOINT: (usize, usize) = (1, 44);
 
 impl Old {
     /// The old container from its inspect's JSON.
@@ -103,7 +112,8 @@ pub struct Blueprint {
     pub name: String,
     pub body: ContainerCreateBody,
     /// The old container's fixed MAC address, sent as `Config.MacAddress`
-    /// (none when the new one joins another's network stack).
+    /// below API 1.44 (from it, the first endpoint carries it); none when
+    /// the new one joins another's network stack.
     pub mac_address: Option<String>,
     /// Networks beyond the first: the API (below 1.44) takes one at create.
     pub extra_networks: Vec<(String, EndpointSettings)>,
@@ -147,8 +157,9 @@ impl Blueprint {
     }
 }
 
-/// Builds the create request from inspect data.
-pub fn blueprint(old: &Old) -> Result<Blueprint, RecreateError> {
+/// Builds the create request from inspect data, for an engine spoken to at
+/// API version `api`.
+pub fn blueprint(old: &Old, api: &ClientVersion) -> Result<Blueprint, RecreateError> {
     let info = &old.info;
     let id = info.id.as_deref().ok_or(RecreateError::Incomplete("Id"))?;
     let short_id = id.get(..12).unwrap_or(id);
@@ -223,7 +234,7 @@ pub fn blueprint(old: &Old) -> Result<Blueprint, RecreateError> {
         n
     };
     let shares_stack = mode == "host" || mode == "none" || mode.starts_with("container:");
-    let (first, extra_networks) = if shares_stack || networks.is_empty() {
+    let (mut first, extra_networks) = if shares_stack || networks.is_empty() {
         (None, Vec::new())
     } else {
         let primary = networks.iter().position(|(n, _)| *n == mode).unwrap_or(0);
@@ -239,6 +250,14 @@ pub fn blueprint(old: &Old) -> Result<Blueprint, RecreateError> {
         }
         (first, extra)
     };
+
+    let mut mac_address = old.mac_address.clone().filter(|_| !shares_stack);
+    if (api.major_version, api.minor_version) >= MAC_PER_ENDPOINT {
+        // An endpoint that is not created keeps no MAC address.
+        if let (Some(mac), Some((_, ep))) = (mac_address.take(), first.as_mut()) {
+            ep.mac_address = Some(mac);
+        }
+    }
 
     // The engine sets Hostname to the short ID unless the user chose one.
     // In another container's namespace the host name is that container's,
@@ -281,7 +300,7 @@ pub fn blueprint(old: &Old) -> Result<Blueprint, RecreateError> {
     Ok(Blueprint {
         name,
         body,
-        mac_address: old.mac_address.clone().filter(|_| !shares_stack),
+        mac_address,
         extra_networks,
     })
 }
@@ -298,7 +317,7 @@ pub async fn recreate(
     stop_timeout_secs: i32,
 ) -> Result<String, RecreateError> {
     let info = &old.info;
-    let plan = blueprint(old)?;
+    let plan = blueprint(old, &docker.client_version())?;
     let old_id = info.id.clone().ok_or(RecreateError::Incomplete("Id"))?;
     let was_running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
     let aside = aside_name(&plan.name, &old_id);
@@ -520,9 +539,14 @@ mod tests {
         .expect("an inspect")
     }
 
+    const API_1_41: ClientVersion = ClientVersion {
+        major_version: 1,
+        minor_version: 41,
+    };
+
     #[test]
     fn a_read_only_volume_from_another_container_stays_read_only() {
-        let plan = blueprint(&old("default")).expect("a blueprint");
+        let plan = blueprint(&old("default"), &API_1_41).expect("a blueprint");
         let host = plan.body.host_config.as_ref().expect("HostConfig");
         assert_eq!(
             host.binds.as_deref(),
@@ -537,13 +561,13 @@ mod tests {
     #[test]
     fn a_fixed_mac_address_is_sent_unless_the_stack_is_another_s() {
         let request = |mode| {
-            let plan = blueprint(&old(mode)).expect("a blueprint");
+            let plan = blueprint(&old(mode), &API_1_41).expect("a blueprint");
             plan.request().expect("JSON")
         };
         let own = request("default");
         assert_eq!(own["MacAddress"], "02:42:ac:11:00:99", "{own}");
         assert_eq!(own["Image"], "img", "{own}");
-        for shared in ["container:db", "host"] {
+        for shared in ["container:db", "host", "none"] {
             let joined = request(shared);
             assert!(joined.get("MacAddress").is_none(), "{shared}: {joined}");
         }
@@ -552,5 +576,40 @@ mod tests {
         auto["Config"]["MacAddress"] = "".into();
         let auto = Old::from_json(auto).expect("an inspect");
         assert_eq!(auto.mac_address, None);
+    }
+
+    #[test]
+    fn from_api_1_44_the_mac_address_goes_with_the_first_endpoint() {
+        let mut json = serde_json::to_value(&old("web-net").info).expect("JSON");
+        let endpoint = serde_json::json!({"Aliases": ["web"], "MacAddress": "02:42:ac:12:00:02"});
+        json["NetworkSettings"] = serde_json::json!({"Networks": {"web-net": endpoint}});
+        let mut old = Old::from_json(json).expect("an inspect");
+        old.mac_address = Some("02:42:ac:11:00:99".into());
+        for (minor, config, endpoint) in [
+            (43, "02:42:ac:11:00:99", serde_json::Value::Null),
+            (44, "", "02:42:ac:11:00:99".into()),
+            (53, "", "02:42:ac:11:00:99".into()),
+        ] {
+            let api = ClientVersion {
+                major_version: 1,
+                minor_version: minor,
+            };
+            let request = blueprint(&old, &api)
+                .expect("a blueprint")
+                .request()
+                .expect("JSON");
+            let sent = &request["NetworkingConfig"]["EndpointsConfig"]["web-net"];
+            assert_eq!(
+                request["MacAddress"].as_str().unwrap_or(""),
+                config,
+                "1.{minor}: {request}"
+            );
+            assert_eq!(sent["MacAddress"], endpoint, "1.{minor}: {request}");
+            assert_eq!(
+                sent["Aliases"],
+                serde_json::json!(["web"]),
+                "1.{minor}: {request}"
+            );
+        }
     }
 }
