@@ -206,8 +206,9 @@ fn gotify_url(base: &Url) -> Url {
     url
 }
 
-/// Slack's three control characters, as its formatting docs require.
-fn slack_escape(s: &str) -> String {
+/// Slack's three control characters, as its formatting docs require (and
+/// HTML's, but for quotes).
+pub(super) fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -189,30 +189,13 @@ fn echoable(req: &Request) -> Vec<String> {
 /// escapes it (Express's error page), and as Go's `html.EscapeString` does
 /// (`"` as `&#34;`).
 fn html_escaped(text: &str) -> Vec<String> {
-    let mut all: Vec<String> = Vec::new();
-    for quote in ["&quot;", "&#34;"] {
-        let entity = |c| match c {
-            '&' => Some("&amp;"),
-            '<' => Some("&lt;"),
-            '>' => Some("&gt;"),
-            '"' => Some(quote),
-            '\'' => Some("&#39;"),
-            _ => None,
-        };
-        if !text.chars().any(|c| entity(c).is_some()) {
-            break;
-        }
-        let escaped = text.chars().fold(String::new(), |mut out, c| {
-            match entity(c) {
-                Some(e) => out.push_str(e),
-                None => out.push(c),
-            }
-            out
-        });
-        if !all.contains(&escaped) {
-            all.push(escaped);
-        }
-    }
+    let escaped = super::body::slack_escape(text).replace('\'', "&#39;");
+    let mut all: Vec<String> = ["&quot;", "&#34;"]
+        .into_iter()
+        .map(|quote| escaped.replace('"', quote))
+        .filter(|e| e != text)
+        .collect();
+    all.dedup();
     all
 }
 

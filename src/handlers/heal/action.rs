@@ -409,12 +409,11 @@ pub(super) async fn recreate_as(
     adjust: impl FnOnce(&mut bollard::models::ContainerInspectResponse),
 ) -> Result<(String, String), HandlerError> {
     let aside = recreate::aside_name(name, id);
-    let inspected = match docker.inspect_container_as(id).await {
-        Ok(json) => recreate::Old::from_json(json).map_err(bollard::errors::Error::from),
-        Err(e) => Err(e),
-    };
-    let mut old =
-        inspected.map_err(|e| HandlerError::engine(Call::ContainerInspect, "inspect", e))?;
+    let mut old = docker
+        .inspect_container_as(id)
+        .await
+        .and_then(|json| recreate::Old::from_json(json).map_err(Into::into))
+        .map_err(|e| HandlerError::engine(Call::ContainerInspect, "inspect", e))?;
     adjust(&mut old.info);
     healer.mark_own(&[name, &aside], stop_timeout);
     let result = recreate::recreate(docker, &old, stop_timeout as i32).await;
