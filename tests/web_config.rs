@@ -423,6 +423,73 @@ basic_auth_users:
     assert!(status.success(), "{status}; log:\n{}", dw.log());
 }
 
+/// `openssl s_client` to 127.0.0.1:`port` with `args`, stdin closed: what
+/// it printed of the handshake (the CA names a certificate request gave
+/// among them).
+fn s_client(port: u16, args: &[&str]) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(args);
+    let out = run_with_timeout(cmd, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn require_any_client_cert_names_the_client_ca_and_takes_any_certificate() {
+    require_docker();
+    let pki = Pki::new();
+    let web = write_web_config(
+        pki.dir.path(),
+        "tls_server_config:
+  cert_file: server.pem
+  key_file: server.key
+  client_auth_type: RequireAnyClientCert
+  client_ca_file: ca.pem
+",
+    );
+    let mut dw = start(LOG_ALL, &web, &[]);
+    let port = dw.addr().port();
+    let url = format!("https://127.0.0.1:{port}/metrics");
+    let ca = pki.path("ca.pem");
+    // Go's meaning, as the toolkit's: a certificate is required, but one
+    // from another CA is taken.
+    let (other, other_key) = (pki.path("other-client.pem"), pki.path("other-client.key"));
+    let from_other_ca = ["--cacert", &ca, "--cert", &other, "--key", &other_key];
+    wait_ready(&mut dw, &from_other_ca, &url);
+    let none = curl(&["--cacert", &ca], &url);
+    assert!(none.status == 0 && none.exit != 0, "{none:?}");
+
+    // The certificate request names the client CA, for a client to choose
+    // its certificate by.
+    for version in ["-tls1_3", "-tls1_2"] {
+        let out = s_client(
+            port,
+            &[version, "-CAfile", &ca, "-cert", &other, "-key", &other_key],
+        );
+        let names = out
+            .split_once("Acceptable client certificate CA names")
+            .map(|(_, rest)| rest.lines().nth(1).unwrap_or_default());
+        assert!(
+            names.is_some_and(|n| n.contains("dockwarden test ca")),
+            "{version}: the request names no client CA:\n{out}"
+        );
+    }
+    // And the operator is told that nothing is checked against it.
+    assert!(
+        dw.wait_for_log(
+            "The client CA is only named to clients: RequireAnyClientCert takes any certificate",
+            Duration::from_secs(5)
+        ),
+        "no warning logged:\n{}",
+        dw.log()
+    );
+    dw.sigterm();
+    let status = dw
+        .wait_exit(Duration::from_secs(15))
+        .expect("dockwarden stops on SIGTERM");
+    assert!(status.success(), "{status}; log:\n{}", dw.log());
+}
+
 #[test]
 fn open_probes_need_neither_password_nor_client_certificate() {
     require_docker();

@@ -20,6 +20,7 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
     SupportedCipherSuite, SupportedProtocolVersion,
 };
+use tracing::warn;
 
 /// `client_auth_type`, as Go's `tls.ClientAuthType` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,17 @@ impl ClientAuth {
     /// Whether a presented certificate is checked against the client CA.
     pub fn verifies(self) -> bool {
         matches!(self, Self::VerifyIfGiven | Self::RequireAndVerify)
+    }
+
+    /// Go's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "NoClientCert",
+            Self::Request => "RequestClientCert",
+            Self::RequireAny => "RequireAnyClientCert",
+            Self::VerifyIfGiven => "VerifyClientCertIfGiven",
+            Self::RequireAndVerify => "RequireAndVerifyClientCert",
+        }
     }
 }
 
@@ -228,35 +240,44 @@ pub fn build(spec: &TlsSpec) -> Result<Tls, TlsProblem> {
     let ca_key = spec.client_ca.as_ref().map_or("client_ca_file", |p| {
         key_name(p, ("client_ca_file", "client_ca"))
     });
+    // Read whatever the auth type, as the toolkit does; its names go out with
+    // every request for a certificate (Go's `ClientCAs`). Only the two
+    // `Verify…` types check a certificate against it.
+    let client_roots = spec
+        .client_ca
+        .as_ref()
+        .map(|ca| read_client_ca(ca, ca_key, &mut files).map(|roots| (ca, roots)))
+        .transpose()?;
     // With open probes a required certificate is asked for in the handshake
     // and required by the gate, so a probe without one gets through.
     let cert_required_by_gate = spec.open_probes && spec.client_auth.required();
     let mandatory = spec.client_auth.required() && !spec.open_probes;
     let verifier: Option<Arc<dyn ClientCertVerifier>> = match spec.client_auth {
         ClientAuth::None => None,
-        ClientAuth::Request | ClientAuth::RequireAny => Some(Arc::new(AnyCert {
-            mandatory,
-            algorithms: provider.signature_verification_algorithms,
-        })),
+        ClientAuth::Request | ClientAuth::RequireAny => {
+            if let Some((ca, _)) = &client_roots {
+                warn!(
+                    client_ca = %ca,
+                    "The client CA is only named to clients: {} takes any certificate without \
+                     checking it against the CA (Go's meaning); RequireAndVerifyClientCert checks it.",
+                    spec.client_auth.name()
+                );
+            }
+            Some(Arc::new(AnyCert {
+                mandatory,
+                algorithms: provider.signature_verification_algorithms,
+                hints: client_roots
+                    .map(|(_, roots)| roots.subjects())
+                    .unwrap_or_default(),
+            }))
+        }
         ClientAuth::VerifyIfGiven | ClientAuth::RequireAndVerify => {
-            let Some(ca) = &spec.client_ca else {
+            let Some((ca, roots)) = client_roots else {
                 return Err(problem(
                     "client_auth_type",
                     "verifying client certificates needs client_ca_file (or client_ca)",
                 ));
             };
-            let ca_pem = read(ca, ("client_ca_file", "client_ca"), &mut files)?;
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&ca_pem) {
-                let cert =
-                    cert.map_err(|e| problem(ca_key, format!("{ca}: not PEM certificates: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| problem(ca_key, format!("{ca}: not a usable CA: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(problem(ca_key, format!("{ca}: no PEM certificate in it")));
-            }
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let verifier = if mandatory {
@@ -294,6 +315,26 @@ pub fn build(spec: &TlsSpec) -> Result<Tls, TlsProblem> {
     })
 }
 
+/// The client CA's certificates, read from `ca`; at least one.
+fn read_client_ca(
+    ca: &Pem,
+    ca_key: &'static str,
+    files: &mut Vec<(PathBuf, Vec<u8>)>,
+) -> Result<RootCertStore, TlsProblem> {
+    let ca_pem = read(ca, ("client_ca_file", "client_ca"), files)?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&ca_pem) {
+        let cert = cert.map_err(|e| problem(ca_key, format!("{ca}: not PEM certificates: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| problem(ca_key, format!("{ca}: not a usable CA: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(problem(ca_key, format!("{ca}: no PEM certificate in it")));
+    }
+    Ok(roots)
+}
+
 impl std::fmt::Display for Pem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -329,10 +370,13 @@ fn read(
 
 /// `RequestClientCert` and `RequireAnyClientCert`: any certificate is
 /// taken (Go's meaning), but the client must still prove it holds its key.
+/// A client CA, if given, is only named to the client.
 #[derive(Debug)]
 struct AnyCert {
     mandatory: bool,
     algorithms: WebPkiSupportedAlgorithms,
+    /// The client CA's names, if one is given: sent, not checked.
+    hints: Vec<DistinguishedName>,
 }
 
 impl ClientCertVerifier for AnyCert {
@@ -341,7 +385,7 @@ impl ClientCertVerifier for AnyCert {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
+        &self.hints
     }
 
     fn verify_client_cert(

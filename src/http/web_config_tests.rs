@@ -274,3 +274,46 @@ fn locate_follows_block_mappings_only() {
     assert_eq!(locate(text, &["b"], 0), Some((6, 1)));
     assert_eq!(locate("a: {b: 1}\n", &["a", "b"], 0), None);
 }
+
+#[test]
+fn a_client_ca_is_read_where_it_is_only_named_to_clients() {
+    // As in the toolkit: with RequestClientCert or RequireAnyClientCert a
+    // client CA checks nothing, but it is read all the same (a wrong one is
+    // an error) and its file is watched like the others.
+    let dir = Dir::new();
+    let yaml = |auth: &str, ca: &str| {
+        format!(
+            "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  \
+             client_auth_type: {auth}\n  client_ca_file: {ca}\n"
+        )
+    };
+    for auth in ["RequestClientCert", "RequireAnyClientCert"] {
+        let p = problems(&yaml(auth, "missing.pem"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("5:3: tls_server_config.client_ca_file: cannot read ")
+                && p[0].contains("missing.pem"),
+            "{p:?}"
+        );
+        let p = problems(&yaml(auth, "other.pem"));
+        assert!(
+            p[0].starts_with("5:3: tls_server_config.client_ca_file: ")
+                && p[0].contains("no PEM certificate in it"),
+            "{p:?}"
+        );
+        let tls = compile_text(&dir, &yaml(auth, "cert.pem"))
+            .unwrap()
+            .tls
+            .unwrap();
+        let read: Vec<_> = tls.files.iter().map(|(path, _)| path.clone()).collect();
+        assert_eq!(
+            read,
+            [
+                dir.0.join("cert.pem"),
+                dir.0.join("key.pem"),
+                dir.0.join("cert.pem")
+            ],
+            "{auth}"
+        );
+    }
+}
