@@ -425,13 +425,18 @@ basic_auth_users:
 
 /// `openssl s_client` to 127.0.0.1:`port` with `args`, stdin closed: what
 /// it printed of the handshake (the CA names a certificate request gave
-/// among them).
+/// among them), then its stderr and exit status.
 fn s_client(port: u16, args: &[&str]) -> String {
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
         .args(args);
     let out = run_with_timeout(cmd, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{e}"));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    format!(
+        "{}\n--- stderr ({}) ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]

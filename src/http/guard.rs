@@ -154,6 +154,7 @@ impl Web {
                     basic_auth_users = new.users.len(),
                     "Web config changed: reloaded."
                 );
+                super::tls::warn_unchecked_ca(new.tls.as_ref());
                 live.config = Arc::new(new);
                 live.bytes = bytes;
                 live.refused = None;

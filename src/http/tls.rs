@@ -20,7 +20,6 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
     SupportedCipherSuite, SupportedProtocolVersion,
 };
-use tracing::warn;
 
 /// `client_auth_type`, as Go's `tls.ClientAuthType` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,17 +61,6 @@ impl ClientAuth {
     /// Whether a presented certificate is checked against the client CA.
     pub fn verifies(self) -> bool {
         matches!(self, Self::VerifyIfGiven | Self::RequireAndVerify)
-    }
-
-    /// Go's name for it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "NoClientCert",
-            Self::Request => "RequestClientCert",
-            Self::RequireAny => "RequireAnyClientCert",
-            Self::VerifyIfGiven => "VerifyClientCertIfGiven",
-            Self::RequireAndVerify => "RequireAndVerifyClientCert",
-        }
     }
 }
 
@@ -171,6 +159,8 @@ pub struct Tls {
     /// The files read to build it, with what they held: read again on each
     /// new connection, and built again when one changed.
     pub files: Vec<(PathBuf, Vec<u8>)>,
+    /// A client CA only named to clients, not checked: logged once taken.
+    pub unchecked_ca: Option<(String, [&'static str; 2])>,
 }
 
 /// A problem with one key of `tls_server_config`.
@@ -248,29 +238,24 @@ pub fn build(spec: &TlsSpec) -> Result<Tls, TlsProblem> {
         .as_ref()
         .map(|ca| read_client_ca(ca, ca_key, &mut files).map(|roots| (ca, roots)))
         .transpose()?;
+    let unchecked_ca = match (&client_roots, spec.client_auth) {
+        (Some((ca, _)), ClientAuth::Request) => Some((ca.to_string(), VERIFY_IF_GIVEN)),
+        (Some((ca, _)), ClientAuth::RequireAny) => Some((ca.to_string(), REQUIRE_ANY)),
+        _ => None,
+    };
     // With open probes a required certificate is asked for in the handshake
     // and required by the gate, so a probe without one gets through.
     let cert_required_by_gate = spec.open_probes && spec.client_auth.required();
     let mandatory = spec.client_auth.required() && !spec.open_probes;
     let verifier: Option<Arc<dyn ClientCertVerifier>> = match spec.client_auth {
         ClientAuth::None => None,
-        ClientAuth::Request | ClientAuth::RequireAny => {
-            if let Some((ca, _)) = &client_roots {
-                warn!(
-                    client_ca = %ca,
-                    "The client CA is only named to clients: {} takes any certificate without \
-                     checking it against the CA (Go's meaning); RequireAndVerifyClientCert checks it.",
-                    spec.client_auth.name()
-                );
-            }
-            Some(Arc::new(AnyCert {
-                mandatory,
-                algorithms: provider.signature_verification_algorithms,
-                hints: client_roots
-                    .map(|(_, roots)| roots.subjects())
-                    .unwrap_or_default(),
-            }))
-        }
+        ClientAuth::Request | ClientAuth::RequireAny => Some(Arc::new(AnyCert {
+            mandatory,
+            algorithms: provider.signature_verification_algorithms,
+            hints: client_roots
+                .as_ref()
+                .map_or_else(Vec::new, |(_, roots)| roots.subjects()),
+        })),
         ClientAuth::VerifyIfGiven | ClientAuth::RequireAndVerify => {
             let Some((ca, roots)) = client_roots else {
                 return Err(problem(
@@ -312,7 +297,23 @@ pub fn build(spec: &TlsSpec) -> Result<Tls, TlsProblem> {
         server: Arc::new(server),
         cert_required_by_gate,
         files,
+        unchecked_ca,
     })
+}
+
+/// A client auth type that checks nothing, and the one that checks.
+const VERIFY_IF_GIVEN: [&str; 2] = ["RequestClientCert", "VerifyClientCertIfGiven"];
+const REQUIRE_ANY: [&str; 2] = ["RequireAnyClientCert", "RequireAndVerifyClientCert"];
+
+/// Warns, once a configuration is taken, of a client CA it does not check.
+pub fn warn_unchecked_ca(tls: Option<&Tls>) {
+    if let Some((ca, [auth, checking])) = tls.and_then(|t| t.unchecked_ca.as_ref()) {
+        tracing::warn!(
+            client_ca = %ca,
+            "The client CA is only named to clients: {auth} takes any certificate without \
+             checking it against the CA (Go's meaning); {checking} checks it."
+        );
+    }
 }
 
 /// The client CA's certificates, read from `ca`; at least one.
@@ -370,7 +371,6 @@ fn read(
 
 /// `RequestClientCert` and `RequireAnyClientCert`: any certificate is
 /// taken (Go's meaning), but the client must still prove it holds its key.
-/// A client CA, if given, is only named to the client.
 #[derive(Debug)]
 struct AnyCert {
     mandatory: bool,

@@ -123,6 +123,7 @@ pub fn load(path: &Path, open_probes: bool) -> Result<(WebConfig, Vec<u8>), WebC
         )],
     })?;
     let config = compile(path, &bytes, open_probes)?;
+    tls::warn_unchecked_ca(config.tls.as_ref());
     Ok((config, bytes))
 }
 
