@@ -154,7 +154,7 @@ impl Web {
                     basic_auth_users = new.users.len(),
                     "Web config changed: reloaded."
                 );
-                super::tls::warn_unchecked_ca(new.tls.as_ref());
+                web_config::warn_unchecked_ca(&new);
                 live.config = Arc::new(new);
                 live.bytes = bytes;
                 live.refused = None;

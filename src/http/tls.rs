@@ -62,6 +62,17 @@ impl ClientAuth {
     pub fn verifies(self) -> bool {
         matches!(self, Self::VerifyIfGiven | Self::RequireAndVerify)
     }
+
+    /// Go's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "NoClientCert",
+            Self::Request => "RequestClientCert",
+            Self::RequireAny => "RequireAnyClientCert",
+            Self::VerifyIfGiven => "VerifyClientCertIfGiven",
+            Self::RequireAndVerify => "RequireAndVerifyClientCert",
+        }
+    }
 }
 
 /// `min_version` / `max_version`: rustls speaks TLS 1.2 and 1.3 only.
@@ -160,7 +171,7 @@ pub struct Tls {
     /// new connection, and built again when one changed.
     pub files: Vec<(PathBuf, Vec<u8>)>,
     /// A client CA only named to clients, not checked: logged once taken.
-    pub unchecked_ca: Option<(String, [&'static str; 2])>,
+    pub unchecked_ca: Option<(String, ClientAuth)>,
 }
 
 /// A problem with one key of `tls_server_config`.
@@ -238,11 +249,10 @@ pub fn build(spec: &TlsSpec) -> Result<Tls, TlsProblem> {
         .as_ref()
         .map(|ca| read_client_ca(ca, ca_key, &mut files).map(|roots| (ca, roots)))
         .transpose()?;
-    let unchecked_ca = match (&client_roots, spec.client_auth) {
-        (Some((ca, _)), ClientAuth::Request) => Some((ca.to_string(), VERIFY_IF_GIVEN)),
-        (Some((ca, _)), ClientAuth::RequireAny) => Some((ca.to_string(), REQUIRE_ANY)),
-        _ => None,
-    };
+    let unchecked_ca = client_roots
+        .as_ref()
+        .filter(|_| !spec.client_auth.verifies())
+        .map(|(ca, _)| (ca.to_string(), spec.client_auth));
     // With open probes a required certificate is asked for in the handshake
     // and required by the gate, so a probe without one gets through.
     let cert_required_by_gate = spec.open_probes && spec.client_auth.required();
@@ -299,21 +309,6 @@ pub fn build(spec: &TlsSpec) -> Result<Tls, TlsProblem> {
         files,
         unchecked_ca,
     })
-}
-
-/// A client auth type that checks nothing, and the one that checks.
-const VERIFY_IF_GIVEN: [&str; 2] = ["RequestClientCert", "VerifyClientCertIfGiven"];
-const REQUIRE_ANY: [&str; 2] = ["RequireAnyClientCert", "RequireAndVerifyClientCert"];
-
-/// Warns, once a configuration is taken, of a client CA it does not check.
-pub fn warn_unchecked_ca(tls: Option<&Tls>) {
-    if let Some((ca, [auth, checking])) = tls.and_then(|t| t.unchecked_ca.as_ref()) {
-        tracing::warn!(
-            client_ca = %ca,
-            "The client CA is only named to clients: {auth} takes any certificate without \
-             checking it against the CA (Go's meaning); {checking} checks it."
-        );
-    }
 }
 
 /// The client CA's certificates, read from `ca`; at least one.

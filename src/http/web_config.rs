@@ -123,8 +123,23 @@ pub fn load(path: &Path, open_probes: bool) -> Result<(WebConfig, Vec<u8>), WebC
         )],
     })?;
     let config = compile(path, &bytes, open_probes)?;
-    tls::warn_unchecked_ca(config.tls.as_ref());
+    warn_unchecked_ca(&config);
     Ok((config, bytes))
+}
+
+/// Warns, once `config` is taken, of a client CA it does not check.
+pub fn warn_unchecked_ca(config: &WebConfig) {
+    if let Some((ca, auth)) = config.tls.as_ref().and_then(|t| t.unchecked_ca.as_ref()) {
+        // The type that checks what `auth` takes.
+        let checking = [ClientAuth::VerifyIfGiven, ClientAuth::RequireAndVerify];
+        tracing::warn!(
+            client_ca = %ca,
+            "The client CA is only named to clients: {} takes any certificate without \
+             checking it against the CA (Go's meaning); {} checks it.",
+            auth.name(),
+            checking[usize::from(auth.required())].name()
+        );
+    }
 }
 
 /// Checks and compiles the contents `bytes` of the file `path`.
